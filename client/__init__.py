@@ -1,0 +1,44 @@
+"""The client side of blackvip-sim: an SDK for the black-box CLIP service (and, later, training).
+
+Never imports open_clip: the model's parameters are out of reach by construction.
+"""
+
+from client._exceptions import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    BlackVIPError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ProtocolError,
+    QuotaExceededError,
+    ServerError,
+    ServerUnavailableError,
+    TransportError,
+    UnsupportedMediaTypeError,
+)
+from client._meter import EndpointCount, QueryMeter
+from client._retry import RetryPolicy
+from client._sdk import BlackVIPClient, LossResult
+
+__all__ = [
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BlackVIPClient",
+    "BlackVIPError",
+    "EndpointCount",
+    "InvalidInputError",
+    "LossResult",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "ProtocolError",
+    "QueryMeter",
+    "QuotaExceededError",
+    "RetryPolicy",
+    "ServerError",
+    "ServerUnavailableError",
+    "TransportError",
+    "UnsupportedMediaTypeError",
+]

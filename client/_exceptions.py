@@ -1,0 +1,107 @@
+"""Exceptions raised by the SDK.
+
+    BlackVIPError
+    ├── TransportError              no answer from the server, after retries
+    ├── ProtocolError               an answer the protocol does not allow (or a version mismatch)
+    └── APIStatusError              the server answered with its error body (.status, .code, .detail)
+        ├── BadRequestError              400
+        ├── AuthenticationError          401
+        ├── NotFoundError                404
+        ├── PayloadTooLargeError         413
+        ├── UnsupportedMediaTypeError    415
+        ├── InvalidInputError            422
+        ├── QuotaExceededError           429
+        ├── ServerUnavailableError       503, after retries
+        └── ServerError                  any other 5xx
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BlackVIPError",
+    "InvalidInputError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "ProtocolError",
+    "QuotaExceededError",
+    "ServerError",
+    "ServerUnavailableError",
+    "TransportError",
+    "UnsupportedMediaTypeError",
+    "error_for_status",
+]
+
+
+class BlackVIPError(Exception):
+    """Base of everything the SDK raises."""
+
+
+class TransportError(BlackVIPError):
+    """The server could not be reached (connection refused, reset, timed out) after retries."""
+
+
+class ProtocolError(BlackVIPError):
+    """The server's answer does not follow the wire protocol."""
+
+
+class APIStatusError(BlackVIPError):
+    def __init__(self, status: int, code: str, message: str, detail: dict[str, Any] | None = None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+class BadRequestError(APIStatusError):
+    pass
+
+
+class AuthenticationError(APIStatusError):
+    pass
+
+
+class NotFoundError(APIStatusError):
+    pass
+
+
+class PayloadTooLargeError(APIStatusError):
+    pass
+
+
+class UnsupportedMediaTypeError(APIStatusError):
+    pass
+
+
+class InvalidInputError(APIStatusError):
+    pass
+
+
+class QuotaExceededError(APIStatusError):
+    pass
+
+
+class ServerUnavailableError(APIStatusError):
+    pass
+
+
+class ServerError(APIStatusError):
+    pass
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError, 401: AuthenticationError, 404: NotFoundError, 413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError, 422: InvalidInputError, 429: QuotaExceededError,
+    503: ServerUnavailableError,
+}
+
+
+def error_for_status(status: int, code: str, message: str,
+                     detail: dict[str, Any] | None = None) -> APIStatusError:
+    cls = _BY_STATUS.get(status, ServerError if status >= 500 else APIStatusError)
+    return cls(status, code, message, detail)

@@ -1,0 +1,192 @@
+"""A typed client for the black-box CLIP service, over httpx.
+
+Every call that the server charges (task registration, logits, loss) goes through ``_charged`` and is
+tallied in one :class:`QueryMeter`. A charged call carries one request id across its retries, so a
+response lost in transit is never charged twice by the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from client._exceptions import (
+    APIStatusError,
+    ProtocolError,
+    ServerUnavailableError,
+    TransportError,
+    error_for_status,
+)
+from client._meter import QueryMeter
+from client._retry import RetryPolicy
+from shared.codec import CodecError, pack, unpack
+from shared.protocol import (
+    MSGPACK_CONTENT_TYPE,
+    PROTOCOL_VERSION,
+    REQUEST_ID_HEADER,
+    ErrorBody,
+    HealthResponse,
+    InfoResponse,
+    LogitsResponse,
+    LossKind,
+    LossResponse,
+    Routes,
+    TaskRequest,
+    TaskResponse,
+    UsageResponse,
+    WireTensor,
+)
+
+__all__ = ["BlackVIPClient", "LossResult"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LossResult:
+    losses: np.ndarray  # (N,) float32
+    correct: np.ndarray  # (N,) bool
+
+
+class BlackVIPClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        meter: QueryMeter | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+        self.retry = retry or RetryPolicy()
+        self.meter = meter or QueryMeter()
+        self._info: InfoResponse | None = None
+
+    def __enter__(self) -> BlackVIPClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def health(self) -> HealthResponse:
+        """One attempt, no retry: for polling. Raises TransportError if nothing answers."""
+        try:
+            response = self._http.get(Routes.HEALTH)
+        except httpx.TransportError as exc:
+            raise TransportError(f"no answer from {self._http.base_url}: {exc}") from exc
+        return _parse_json(response, HealthResponse)
+
+    def info(self) -> InfoResponse:
+        """The served model's input contract; checked against this client's protocol version."""
+        info = _parse_json(self._send("GET", Routes.INFO), InfoResponse)
+        if info.protocol_version.split(".")[0] != PROTOCOL_VERSION.split(".")[0]:
+            raise ProtocolError(
+                f"server speaks protocol {info.protocol_version}; this client speaks {PROTOCOL_VERSION}"
+            )
+        self._info = info
+        return info
+
+    def register_task(self, class_names: list[str], templates: list[str] | None = None) -> TaskResponse:
+        request = TaskRequest(class_names=class_names, **({"templates": templates} if templates else {}))
+        body = request.model_dump_json().encode()
+        response = self._charged("tasks", Routes.TASKS, body, "application/json", images=0)
+        return _parse_json(response, TaskResponse)
+
+    def get_task(self, task_id: str) -> TaskResponse:
+        return _parse_json(self._send("GET", Routes.TASK.format(task_id=task_id)), TaskResponse)
+
+    def logits(self, task_id: str, images: np.ndarray) -> np.ndarray:
+        """Logits (N, C) float32 for images (N, 3, H, W): float32/float16 in [0, 1] or uint8."""
+        images = np.asarray(images)
+        body = pack({"images": WireTensor.from_numpy(images).model_dump()})
+        response = self._charged("logits", Routes.LOGITS.format(task_id=task_id), body,
+                                 MSGPACK_CONTENT_TYPE, images=len(images))
+        return _parse_msgpack(response, LogitsResponse).logits.to_numpy()
+
+    def loss(
+        self, task_id: str, images: np.ndarray, labels: np.ndarray | list[int],
+        loss: LossKind | str = LossKind.CROSS_ENTROPY, focal_gamma: float = 2.0,
+    ) -> LossResult:
+        """Per-image loss (N,) and whether each image was classified correctly."""
+        images = np.asarray(images)
+        payload = {
+            "images": WireTensor.from_numpy(images).model_dump(),
+            "labels": [int(label) for label in np.asarray(labels).reshape(-1)],
+            "loss": LossKind(loss).value,
+            "focal_gamma": float(focal_gamma),
+        }
+        response = self._charged("loss", Routes.LOSS.format(task_id=task_id), pack(payload),
+                                 MSGPACK_CONTENT_TYPE, images=len(images))
+        parsed = _parse_msgpack(response, LossResponse)
+        return LossResult(losses=parsed.losses.to_numpy(), correct=np.asarray(parsed.correct, dtype=bool))
+
+    def usage(self) -> UsageResponse:
+        return _parse_json(self._send("GET", Routes.USAGE), UsageResponse)
+
+    def _charged(
+        self, endpoint: str, path: str, body: bytes, content_type: str, images: int
+    ) -> httpx.Response:
+        headers = {"Content-Type": content_type, REQUEST_ID_HEADER: uuid.uuid4().hex}
+        response = self._send("POST", path, content=body, headers=headers)
+        self.meter.add(endpoint, images=images, nbytes=len(body))
+        return response
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One logical call: retried on connection errors and 503, raised on any other error."""
+        delays = self.retry.delays()
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                failure: Exception = TransportError(f"{method} {path}: {type(exc).__name__}: {exc}")
+            else:
+                if response.status_code < 400:
+                    return response
+                failure = _error_from(response)
+                if not isinstance(failure, ServerUnavailableError):
+                    raise failure
+            delay = next(delays, None)
+            if delay is None:
+                raise failure
+            log.warning("%s; retrying in %.2f s", failure, delay)
+            time.sleep(delay)
+
+
+def _error_from(response: httpx.Response) -> APIStatusError:
+    try:
+        error = ErrorBody.model_validate_json(response.content).error
+    except ValidationError:
+        text = response.text[:200]
+        return error_for_status(response.status_code, "unknown", f"unexpected error body: {text!r}")
+    return error_for_status(response.status_code, error.code.value, error.message, error.detail)
+
+
+def _parse_json(response: httpx.Response, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise _not_a(response, model, exc) from exc
+
+
+def _parse_msgpack(response: httpx.Response, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate(unpack(response.content))
+    except (CodecError, ValidationError) as exc:
+        raise _not_a(response, model, exc) from exc
+
+
+def _not_a(response: httpx.Response, model: type[BaseModel], exc: Exception) -> ProtocolError:
+    return ProtocolError(f"{response.request.url.path}: response is not a {model.__name__}: {exc}")

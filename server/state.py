@@ -1,0 +1,23 @@
+"""What the running app holds: settings, keys, ledger, and the model once it has loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from server.auth import KeyRing
+from server.ledger import Ledger
+from server.service import QueryService
+from server.settings import ServerSettings
+
+__all__ = ["AppState"]
+
+
+@dataclass
+class AppState:
+    settings: ServerSettings
+    keyring: KeyRing
+    on_fatal: Callable[[str], None] | None = None
+    ledger: Ledger | None = None
+    service: QueryService | None = None  # None until the model has loaded
+    load_error: str | None = None

@@ -1,0 +1,188 @@
+"""Pydantic models for every request and response, the error body, and the route table.
+
+JSON carries the small control messages (tasks, info, usage, errors); msgpack carries image batches
+and their outputs, because a (64, 3, 224, 224) float32 batch is 38.5 MB.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.codec import decode_tensor, encode_tensor
+
+__all__ = [
+    "MSGPACK_CONTENT_TYPE",
+    "PROTOCOL_VERSION",
+    "REQUEST_ID_HEADER",
+    "ErrorBody",
+    "ErrorCode",
+    "ErrorDetail",
+    "HealthResponse",
+    "InfoResponse",
+    "LogitsRequest",
+    "LogitsResponse",
+    "LossKind",
+    "LossRequest",
+    "LossResponse",
+    "Routes",
+    "TaskRequest",
+    "TaskResponse",
+    "UsageCounts",
+    "UsageResponse",
+    "WireTensor",
+]
+
+# Major.minor: a client refuses a server whose major differs.
+PROTOCOL_VERSION = "1.0"
+MSGPACK_CONTENT_TYPE = "application/msgpack"
+# Lets a retried request be recognised, so a lost response is never charged twice.
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class Routes:
+    """Paths of the HTTP API (one place for both sides)."""
+
+    HEALTH = "/v1/health"
+    INFO = "/v1/info"
+    TASKS = "/v1/tasks"
+    TASK = "/v1/tasks/{task_id}"
+    LOGITS = "/v1/tasks/{task_id}/logits"
+    LOSS = "/v1/tasks/{task_id}/loss"
+    USAGE = "/v1/usage"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorCode(str, Enum):
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    MALFORMED_BODY = "malformed_body"
+    VALIDATION_ERROR = "validation_error"
+    INVALID_TENSOR = "invalid_tensor"
+    INVALID_VALUES = "invalid_values"
+    INVALID_LABELS = "invalid_labels"
+    TOO_MANY_IMAGES = "too_many_images"
+    BODY_TOO_LARGE = "body_too_large"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    NOT_READY = "not_ready"
+    INTERNAL_ERROR = "internal_error"
+
+
+class ErrorDetail(_Model):
+    code: ErrorCode
+    message: str
+    detail: dict[str, Any] | None = None
+
+
+class ErrorBody(_Model):
+    """The one shape of every error response, whatever the status."""
+
+    error: ErrorDetail
+
+
+class WireTensor(_Model):
+    shape: list[int]
+    dtype: str
+    data: bytes
+
+    @classmethod
+    def from_numpy(cls, array: np.ndarray) -> WireTensor:
+        return cls(**encode_tensor(array))
+
+    def to_numpy(self, allowed_dtypes: tuple[str, ...] | None = None) -> np.ndarray:
+        return decode_tensor(self.model_dump(), allowed_dtypes=allowed_dtypes)
+
+
+class HealthResponse(_Model):
+    status: Literal["ok", "loading", "failed"]
+    protocol_version: str = PROTOCOL_VERSION
+    detail: str | None = None
+
+
+class InfoResponse(_Model):
+    protocol_version: str
+    model: str
+    pretrained: str  # a tag, "checkpoint:<file name>" or "random-init"
+    image_size: int
+    channels: int = 3
+    mean: tuple[float, float, float]  # the normalisation the server applies to [0, 1] pixels
+    std: tuple[float, float, float]
+    accepted_dtypes: list[str]
+    output_dtype: str
+    losses: list[str]
+    max_batch_images: int
+    max_request_bytes: int
+    price_per_1k_images: float
+    quota_images: int | None
+    auth_required: bool
+
+
+class TaskRequest(_Model):
+    class_names: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    templates: Annotated[list[str], Field(min_length=1)] = ["a photo of a {}."]
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_take_a_class_name(cls, templates: list[str]) -> list[str]:
+        for template in templates:
+            if template.count("{}") != 1:
+                raise ValueError(f"template {template!r} must contain exactly one '{{}}'")
+        return templates
+
+
+class TaskResponse(_Model):
+    task_id: str
+    num_classes: int
+    class_names: list[str]
+    templates: list[str]
+
+
+class LossKind(str, Enum):
+    CROSS_ENTROPY = "ce"
+    FOCAL = "focal"
+
+
+class LogitsRequest(_Model):
+    images: WireTensor  # (N, 3, H, W) in [0, 1]
+
+
+class LogitsResponse(_Model):
+    logits: WireTensor  # (N, C) float32
+
+
+class LossRequest(_Model):
+    images: WireTensor  # (N, 3, H, W) in [0, 1]
+    labels: list[Annotated[int, Field(ge=0, lt=2**31)]]  # (N,) class indices
+    loss: LossKind = LossKind.CROSS_ENTROPY
+    focal_gamma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
+
+
+class LossResponse(_Model):
+    losses: WireTensor  # (N,) float32, per image
+    correct: list[bool]  # (N,) argmax of the logits equals the label
+
+
+class UsageCounts(_Model):
+    requests: int = 0
+    images: int = 0
+    batch_passes: int = 0
+    bytes: int = 0
+    texts: int = 0
+    cost: float = 0.0
+
+
+class UsageResponse(_Model):
+    key_id: str
+    total: UsageCounts
+    by_endpoint: dict[str, UsageCounts]
+    rejected_requests: int
+    rejected_by_status: dict[str, int]
+    price_per_1k_images: float
