@@ -1,18 +1,18 @@
 """Exceptions raised by the SDK.
 
-    BlackVIPError
-    ├── TransportError              no answer from the server, after retries
-    ├── ProtocolError               an answer the protocol does not allow (or a version mismatch)
-    └── APIStatusError              the server answered with its error body (.status, .code, .detail)
-        ├── BadRequestError              400
-        ├── AuthenticationError          401
-        ├── NotFoundError                404
-        ├── PayloadTooLargeError         413
-        ├── UnsupportedMediaTypeError    415
-        ├── InvalidInputError            422
-        ├── QuotaExceededError           429
-        ├── ServerUnavailableError       503, after retries
-        └── ServerError                  any other 5xx
+BlackVIPError
+├── TransportError              no answer from the server, after retries
+├── ProtocolError               an answer the protocol does not allow (or a version mismatch)
+└── APIStatusError              the server answered with its error body (.status, .code, .detail)
+    ├── BadRequestError              400
+    ├── AuthenticationError          401
+    ├── NotFoundError                404
+    ├── PayloadTooLargeError         413
+    ├── UnsupportedMediaTypeError    415
+    ├── InvalidInputError            422
+    ├── QuotaExceededError           429
+    ├── ServerUnavailableError       503, after retries
+    └── ServerError                  any other 5xx
 """
 
 from __future__ import annotations
@@ -95,13 +95,19 @@ class ServerError(APIStatusError):
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {
-    400: BadRequestError, 401: AuthenticationError, 404: NotFoundError, 413: PayloadTooLargeError,
-    415: UnsupportedMediaTypeError, 422: InvalidInputError, 429: QuotaExceededError,
+    400: BadRequestError,
+    401: AuthenticationError,
+    404: NotFoundError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
+    422: InvalidInputError,
+    429: QuotaExceededError,
     503: ServerUnavailableError,
 }
 
 
-def error_for_status(status: int, code: str, message: str,
-                     detail: dict[str, Any] | None = None) -> APIStatusError:
+def error_for_status(
+    status: int, code: str, message: str, detail: dict[str, Any] | None = None
+) -> APIStatusError:
     cls = _BY_STATUS.get(status, ServerError if status >= 500 else APIStatusError)
     return cls(status, code, message, detail)

@@ -112,13 +112,18 @@ class BlackVIPClient:
         """Logits (N, C) float32 for images (N, 3, H, W): float32/float16 in [0, 1] or uint8."""
         images = np.asarray(images)
         body = pack({"images": WireTensor.from_numpy(images).model_dump()})
-        response = self._charged("logits", Routes.LOGITS.format(task_id=task_id), body,
-                                 MSGPACK_CONTENT_TYPE, images=len(images))
-        return _parse_msgpack(response, LogitsResponse).logits.to_numpy()
+        response = self._charged(
+            "logits", Routes.LOGITS.format(task_id=task_id), body, MSGPACK_CONTENT_TYPE, images=len(images)
+        )
+        return _decode(response, LogitsResponse, _parse_msgpack(response, LogitsResponse).logits)
 
     def loss(
-        self, task_id: str, images: np.ndarray, labels: np.ndarray | list[int],
-        loss: LossKind | str = LossKind.CROSS_ENTROPY, focal_gamma: float = 2.0,
+        self,
+        task_id: str,
+        images: np.ndarray,
+        labels: np.ndarray | list[int],
+        loss: LossKind | str = LossKind.CROSS_ENTROPY,
+        focal_gamma: float = 2.0,
     ) -> LossResult:
         """Per-image loss (N,) and whether each image was classified correctly."""
         images = np.asarray(images)
@@ -128,10 +133,18 @@ class BlackVIPClient:
             "loss": LossKind(loss).value,
             "focal_gamma": float(focal_gamma),
         }
-        response = self._charged("loss", Routes.LOSS.format(task_id=task_id), pack(payload),
-                                 MSGPACK_CONTENT_TYPE, images=len(images))
+        response = self._charged(
+            "loss",
+            Routes.LOSS.format(task_id=task_id),
+            pack(payload),
+            MSGPACK_CONTENT_TYPE,
+            images=len(images),
+        )
         parsed = _parse_msgpack(response, LossResponse)
-        return LossResult(losses=parsed.losses.to_numpy(), correct=np.asarray(parsed.correct, dtype=bool))
+        return LossResult(
+            losses=_decode(response, LossResponse, parsed.losses),
+            correct=np.asarray(parsed.correct, dtype=bool),
+        )
 
     def usage(self) -> UsageResponse:
         return _parse_json(self._send("GET", Routes.USAGE), UsageResponse)
@@ -185,6 +198,14 @@ def _parse_msgpack(response: httpx.Response, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(unpack(response.content))
     except (CodecError, ValidationError) as exc:
+        raise _not_a(response, model, exc) from exc
+
+
+def _decode(response: httpx.Response, model: type[BaseModel], wire: WireTensor) -> np.ndarray:
+    """A tensor from a parsed response; a malformed one is the server's protocol error, not a CodecError."""
+    try:
+        return wire.to_numpy()
+    except CodecError as exc:
         raise _not_a(response, model, exc) from exc
 
 

@@ -16,10 +16,14 @@ __all__ = ["main", "parse_args"]
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="blackvip", description="Client of the black-box CLIP service.")
-    parser.add_argument("--url", default=os.environ.get("BLACKVIP_URL", "http://127.0.0.1:8000"),
-                        help="server address (env BLACKVIP_URL)")
-    parser.add_argument("--api-key", default=os.environ.get("BLACKVIP_API_KEY"),
-                        help="API key (env BLACKVIP_API_KEY)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("BLACKVIP_URL", "http://127.0.0.1:8000"),
+        help="server address (env BLACKVIP_URL)",
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("BLACKVIP_API_KEY"), help="API key (env BLACKVIP_API_KEY)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="print the served model's input contract and limits")
     commands.add_parser("usage", help="print this key's usage as counted by the server")

@@ -28,8 +28,13 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {401: ErrorCode.UNAUTHORIZED, 404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
-               415: ErrorCode.UNSUPPORTED_MEDIA_TYPE, 422: ErrorCode.VALIDATION_ERROR}
+_HTTP_CODES = {
+    401: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    422: ErrorCode.VALIDATION_ERROR,
+}
 
 
 def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
@@ -75,21 +80,28 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
             key_id = getattr(request.state, "key_id", None)
             route = request.scope.get("route")
             endpoint = getattr(route, "path", request.url.path)
-            await run_in_threadpool(state.ledger.record_rejection, key_id, endpoint, status,
-                                    detail.code.value)
+            await run_in_threadpool(
+                state.ledger.record_rejection, key_id, endpoint, status, detail.code.value
+            )
         body = ErrorBody(error=detail).model_dump(mode="json")
         return JSONResponse(body, status_code=status)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return await reply(request, exc.status, ErrorDetail(code=exc.code, message=exc.message,
-                                                            detail=exc.detail))
+        return await reply(
+            request, exc.status, ErrorDetail(code=exc.code, message=exc.message, detail=exc.detail)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
-        return await reply(request, 422, ErrorDetail(
-            code=ErrorCode.VALIDATION_ERROR, message="invalid request", detail={"errors": errors}))
+        return await reply(
+            request,
+            422,
+            ErrorDetail(
+                code=ErrorCode.VALIDATION_ERROR, message="invalid request", detail={"errors": errors}
+            ),
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -99,5 +111,8 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return await reply(request, 500, ErrorDetail(code=ErrorCode.INTERNAL_ERROR,
-                                                     message=f"internal error: {type(exc).__name__}"))
+        return await reply(
+            request,
+            500,
+            ErrorDetail(code=ErrorCode.INTERNAL_ERROR, message=f"internal error: {type(exc).__name__}"),
+        )

@@ -68,7 +68,10 @@ class ClipBackend:
         tokenizer = open_clip.get_tokenizer(settings.model)
         backend = cls(model, tokenizer, device, settings)
         log.info(
-            "loaded %s (%s) on %s: %d px input", settings.model, settings.weights_label, device,
+            "loaded %s (%s) on %s: %d px input",
+            settings.model,
+            settings.weights_label,
+            device,
             backend.image_size,
         )
         return backend
@@ -87,13 +90,14 @@ class ClipBackend:
 
     def logits(self, images: np.ndarray, text_features: torch.Tensor) -> ForwardResult:
         """Logits (N, C) = exp(logit_scale) * cosine(image, class) for images (N, 3, H, W) in [0, 1]."""
-        pixels = torch.from_numpy(np.ascontiguousarray(images))
-        passes = math.ceil(len(pixels) / self.forward_batch)
+        passes = math.ceil(len(images) / self.forward_batch)
         outputs = []
         with self.lock, torch.inference_mode():
             scale = self.model.logit_scale.exp().float()
-            for start in range(0, len(pixels), self.forward_batch):
-                chunk = _to_unit_float(pixels[start : start + self.forward_batch]).to(self.device)
+            for start in range(0, len(images), self.forward_batch):
+                # np.array copies: wire buffers are read-only and torch wants writable memory
+                pixels = torch.from_numpy(np.array(images[start : start + self.forward_batch]))
+                chunk = _to_unit_float(pixels).to(self.device)
                 features = self.model.encode_image((chunk - self._mean) / self._std).float()
                 outputs.append(scale * F.normalize(features, dim=-1) @ text_features.T)
         logits = torch.cat(outputs).cpu().numpy().astype(np.float32, copy=False)
@@ -132,8 +136,9 @@ def _create_model(open_clip, settings: ServerSettings, device: torch.device) -> 
     name = settings.model
     if settings.random_init:
         log.warning("=" * 72)
-        log.warning("--random-init: serving UNTRAINED %s weights (seed %d); outputs are noise",
-                    name, settings.seed)
+        log.warning(
+            "--random-init: serving UNTRAINED %s weights (seed %d); outputs are noise", name, settings.seed
+        )
         log.warning("=" * 72)
         return open_clip.create_model(name, pretrained=None, device=device)
     if settings.checkpoint is not None:

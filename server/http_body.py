@@ -12,16 +12,22 @@ __all__ = ["read_body"]
 
 
 def _too_large(limit: int, detail: str) -> APIError:
-    return APIError(413, ErrorCode.BODY_TOO_LARGE,
-                    f"request body {detail}; this server accepts at most {limit} bytes",
-                    {"max_request_bytes": limit})
+    return APIError(
+        413,
+        ErrorCode.BODY_TOO_LARGE,
+        f"request body {detail}; this server accepts at most {limit} bytes",
+        {"max_request_bytes": limit},
+    )
 
 
 async def read_body(request: Request, content_type: str, limit: int) -> bytes:
     received_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if received_type != content_type:
-        raise APIError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                       f"Content-Type must be {content_type}; received {received_type or 'none'}")
+        raise APIError(
+            415,
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type must be {content_type}; received {received_type or 'none'}",
+        )
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():

@@ -34,8 +34,9 @@ def parse_msgpack(body: bytes, model: type[ModelT]) -> ModelT:
             for err in exc.errors(include_url=False, include_input=False)
         ]
         fields = ", ".join(e["field"] for e in errors)
-        raise APIError(422, ErrorCode.VALIDATION_ERROR, f"invalid request fields: {fields}",
-                       {"errors": errors}) from exc
+        raise APIError(
+            422, ErrorCode.VALIDATION_ERROR, f"invalid request fields: {fields}", {"errors": errors}
+        ) from exc
 
 
 def check_images(wire: WireTensor, image_size: int, max_images: int) -> np.ndarray:
@@ -43,13 +44,19 @@ def check_images(wire: WireTensor, image_size: int, max_images: int) -> np.ndarr
     expected = f"(N, 3, {image_size}, {image_size})"
     shape = tuple(wire.shape)
     if len(shape) == 4 and shape[0] > max_images:
-        raise APIError(413, ErrorCode.TOO_MANY_IMAGES,
-                       f"batch has {shape[0]} images; this server takes at most {max_images}",
-                       {"max_batch_images": max_images, "received": shape[0]})
+        raise APIError(
+            413,
+            ErrorCode.TOO_MANY_IMAGES,
+            f"batch has {shape[0]} images; this server takes at most {max_images}",
+            {"max_batch_images": max_images, "received": shape[0]},
+        )
     if len(shape) != 4 or shape[0] < 1 or shape[1:] != (3, image_size, image_size):
-        raise APIError(422, ErrorCode.INVALID_TENSOR,
-                       f"images must have shape {expected} with N >= 1; received {shape}",
-                       {"expected": expected, "received": list(shape)})
+        raise APIError(
+            422,
+            ErrorCode.INVALID_TENSOR,
+            f"images must have shape {expected} with N >= 1; received {shape}",
+            {"expected": expected, "received": list(shape)},
+        )
     try:
         images = wire.to_numpy(allowed_dtypes=ACCEPTED_IMAGE_DTYPES)
     except CodecError as exc:
@@ -65,18 +72,23 @@ def _check_unit_range(images: np.ndarray) -> None:
         raise APIError(422, ErrorCode.INVALID_VALUES, f"images hold {bad} NaN or Inf values")
     low, high = float(images.min()), float(images.max())
     if low < 0.0 or high > 1.0:
-        raise APIError(422, ErrorCode.INVALID_VALUES,
-                       f"image values must lie in [0, 1] (pixels / 255); received range [{low}, {high}]",
-                       {"min": low, "max": high})
+        raise APIError(
+            422,
+            ErrorCode.INVALID_VALUES,
+            f"image values must lie in [0, 1] (pixels / 255); received range [{low}, {high}]",
+            {"min": low, "max": high},
+        )
 
 
 def check_labels(labels: list[int], num_images: int, num_classes: int) -> np.ndarray:
     if len(labels) != num_images:
-        raise APIError(422, ErrorCode.INVALID_LABELS,
-                       f"got {len(labels)} labels for {num_images} images")
+        raise APIError(422, ErrorCode.INVALID_LABELS, f"got {len(labels)} labels for {num_images} images")
     array = np.asarray(labels, dtype=np.int64)
     if array.size and (array.min() < 0 or array.max() >= num_classes):
-        raise APIError(422, ErrorCode.INVALID_LABELS,
-                       f"labels must lie in [0, {num_classes - 1}]; received range "
-                       f"[{int(array.min())}, {int(array.max())}]")
+        raise APIError(
+            422,
+            ErrorCode.INVALID_LABELS,
+            f"labels must lie in [0, {num_classes - 1}]; received range "
+            f"[{int(array.min())}, {int(array.max())}]",
+        )
     return array

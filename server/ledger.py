@@ -102,8 +102,18 @@ class Ledger:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO queries (ts, key_id, endpoint, task_id, request_id, images,"
                 " batch_passes, bytes, texts, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), record.key_id, record.endpoint, record.task_id, record.request_id,
-                 record.images, record.batch_passes, record.bytes, record.texts, record.cost),
+                (
+                    time.time(),
+                    record.key_id,
+                    record.endpoint,
+                    record.task_id,
+                    record.request_id,
+                    record.images,
+                    record.batch_passes,
+                    record.bytes,
+                    record.texts,
+                    record.cost,
+                ),
             )
             charged = cursor.rowcount == 1
             if charged:
@@ -140,8 +150,13 @@ class Ledger:
             self._db.execute(
                 "INSERT OR IGNORE INTO tasks (task_id, key_id, class_names, templates, created)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (task.task_id, task.key_id, json.dumps(task.class_names),
-                 json.dumps(task.templates), time.time()),
+                (
+                    task.task_id,
+                    task.key_id,
+                    json.dumps(task.class_names),
+                    json.dumps(task.templates),
+                    time.time(),
+                ),
             )
 
     def load_task(self, task_id: str, key_id: str) -> StoredTask | None:

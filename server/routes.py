@@ -46,8 +46,9 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def authenticate(request: Request, state: State,
-                 authorization: Annotated[str | None, Header()] = None) -> str:
+def authenticate(
+    request: Request, state: State, authorization: Annotated[str | None, Header()] = None
+) -> str:
     key_id = state.keyring.identify(authorization)
     request.state.key_id = key_id  # lets the error handler charge rejections to the right key
     return key_id
@@ -94,18 +95,27 @@ def health(state: State) -> JSONResponse:
 def info(state: State, service: Service) -> InfoResponse:
     settings, backend = state.settings, service.backend
     return InfoResponse(
-        protocol_version=PROTOCOL_VERSION, model=settings.model, pretrained=settings.weights_label,
-        image_size=backend.image_size, mean=backend.mean, std=backend.std,
-        accepted_dtypes=list(ACCEPTED_IMAGE_DTYPES), output_dtype=OUTPUT_DTYPE,
-        losses=[kind.value for kind in LossKind], max_batch_images=settings.max_batch_images,
-        max_request_bytes=settings.max_request_bytes, price_per_1k_images=settings.price_per_1k_images,
-        quota_images=settings.quota_images, auth_required=state.keyring.auth_required,
+        protocol_version=PROTOCOL_VERSION,
+        model=settings.model,
+        pretrained=settings.weights_label,
+        image_size=backend.image_size,
+        mean=backend.mean,
+        std=backend.std,
+        accepted_dtypes=list(ACCEPTED_IMAGE_DTYPES),
+        output_dtype=OUTPUT_DTYPE,
+        losses=[kind.value for kind in LossKind],
+        max_batch_images=settings.max_batch_images,
+        max_request_bytes=settings.max_request_bytes,
+        price_per_1k_images=settings.price_per_1k_images,
+        quota_images=settings.quota_images,
+        auth_required=state.keyring.auth_required,
     )
 
 
 @router.post(Routes.TASKS)
-async def register_task(request: Request, state: State, service: Service, key_id: KeyId,
-                        rid: RequestId) -> TaskResponse:
+async def register_task(
+    request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
+) -> TaskResponse:
     body = await read_body(request, "application/json", state.settings.max_request_bytes)
     try:
         task_request = TaskRequest.model_validate_json(body)
@@ -113,40 +123,57 @@ async def register_task(request: Request, state: State, service: Service, key_id
         raise APIError(422, ErrorCode.VALIDATION_ERROR, f"invalid task: {exc}") from exc
     charge = Charge(key_id, "tasks", rid, len(body))
     task = await run_in_threadpool(service.register_task, task_request, charge)
-    return TaskResponse(task_id=task.task_id, num_classes=len(task.class_names),
-                        class_names=task.class_names, templates=task.templates)
+    return TaskResponse(
+        task_id=task.task_id,
+        num_classes=len(task.class_names),
+        class_names=task.class_names,
+        templates=task.templates,
+    )
 
 
 @router.get(Routes.TASK)
 def get_task(task_id: str, service: Service, key_id: KeyId) -> TaskResponse:
     task = service.get_task(key_id, task_id)
-    return TaskResponse(task_id=task.task_id, num_classes=len(task.class_names),
-                        class_names=task.class_names, templates=task.templates)
+    return TaskResponse(
+        task_id=task.task_id,
+        num_classes=len(task.class_names),
+        class_names=task.class_names,
+        templates=task.templates,
+    )
 
 
 @router.post(Routes.LOGITS)
-async def logits(task_id: str, request: Request, state: State, service: Service, key_id: KeyId,
-                 rid: RequestId) -> Response:
+async def logits(
+    task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
+) -> Response:
     task = await run_in_threadpool(service.get_task, key_id, task_id)
     body = await read_body(request, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
     parsed = await run_in_threadpool(parse_msgpack, body, LogitsRequest)
-    images = await run_in_threadpool(check_images, parsed.images, service.backend.image_size,
-                                     state.settings.max_batch_images)
+    images = await run_in_threadpool(
+        check_images, parsed.images, service.backend.image_size, state.settings.max_batch_images
+    )
     result = await run_in_threadpool(service.logits, task, images, Charge(key_id, "logits", rid, len(body)))
     return msgpack_response(LogitsResponse(logits=WireTensor.from_numpy(result.logits)))
 
 
 @router.post(Routes.LOSS)
-async def loss(task_id: str, request: Request, state: State, service: Service, key_id: KeyId,
-               rid: RequestId) -> Response:
+async def loss(
+    task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
+) -> Response:
     task = await run_in_threadpool(service.get_task, key_id, task_id)
     body = await read_body(request, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
     parsed = await run_in_threadpool(parse_msgpack, body, LossRequest)
-    images = await run_in_threadpool(check_images, parsed.images, service.backend.image_size,
-                                     state.settings.max_batch_images)
+    images = await run_in_threadpool(
+        check_images, parsed.images, service.backend.image_size, state.settings.max_batch_images
+    )
     labels = check_labels(parsed.labels, len(images), len(task.class_names))
     losses, correct = await run_in_threadpool(
-        service.loss, task, images, labels, parsed.loss.value, parsed.focal_gamma,
+        service.loss,
+        task,
+        images,
+        labels,
+        parsed.loss.value,
+        parsed.focal_gamma,
         Charge(key_id, "loss", rid, len(body)),
     )
     return msgpack_response(LossResponse(losses=WireTensor.from_numpy(losses), correct=correct.tolist()))
@@ -156,5 +183,6 @@ async def loss(task_id: str, request: Request, state: State, service: Service, k
 async def usage(state: State, key_id: KeyId) -> UsageResponse:
     if state.ledger is None:
         raise APIError(503, ErrorCode.NOT_READY, "the ledger is not open yet")
-    return await run_in_threadpool(usage_from_ledger, state.ledger, key_id,
-                                   state.settings.price_per_1k_images)
+    return await run_in_threadpool(
+        usage_from_ledger, state.ledger, key_id, state.settings.price_per_1k_images
+    )

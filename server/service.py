@@ -45,9 +45,11 @@ class QueryService:
     def register_task(self, request: TaskRequest, charge: Charge) -> StoredTask:
         texts = len(request.class_names) * len(request.templates)
         if texts > self.settings.max_texts:
-            raise APIError(422, ErrorCode.VALIDATION_ERROR,
-                           f"task has {texts} class x template texts; at most "
-                           f"{self.settings.max_texts} are accepted")
+            raise APIError(
+                422,
+                ErrorCode.VALIDATION_ERROR,
+                f"task has {texts} class x template texts; at most {self.settings.max_texts} are accepted",
+            )
         task = StoredTask(
             task_id=self._task_id(charge.key_id, request),
             key_id=charge.key_id,
@@ -74,7 +76,12 @@ class QueryService:
         return result
 
     def loss(
-        self, task: StoredTask, images: np.ndarray, labels: np.ndarray, kind: str, gamma: float,
+        self,
+        task: StoredTask,
+        images: np.ndarray,
+        labels: np.ndarray,
+        kind: str,
+        gamma: float,
         charge: Charge,
     ) -> tuple[np.ndarray, np.ndarray]:
         result = self.logits(task, images, charge)
@@ -94,34 +101,50 @@ class QueryService:
             return
         used = self.ledger.images_used(key_id)
         if used + images > quota:
-            raise APIError(429, ErrorCode.QUOTA_EXCEEDED,
-                           f"image quota exhausted: {used} of {quota} used, this batch has {images}",
-                           {"quota_images": quota, "used": used, "requested": images})
+            raise APIError(
+                429,
+                ErrorCode.QUOTA_EXCEEDED,
+                f"image quota exhausted: {used} of {quota} used, this batch has {images}",
+                {"quota_images": quota, "used": used, "requested": images},
+            )
 
     def _record(self, charge: Charge, task_id: str, images: int, passes: int, texts: int) -> None:
-        self.ledger.record_query(QueryRecord(
-            key_id=charge.key_id, endpoint=charge.endpoint, task_id=task_id,
-            request_id=charge.request_id, images=images, batch_passes=passes, bytes=charge.bytes,
-            texts=texts, cost=images * self.settings.price_per_1k_images / 1000.0,
-        ))
+        self.ledger.record_query(
+            QueryRecord(
+                key_id=charge.key_id,
+                endpoint=charge.endpoint,
+                task_id=task_id,
+                request_id=charge.request_id,
+                images=images,
+                batch_passes=passes,
+                bytes=charge.bytes,
+                texts=texts,
+                cost=images * self.settings.price_per_1k_images / 1000.0,
+            )
+        )
 
     def _task_id(self, key_id: str, request: TaskRequest) -> str:
         # Same key + model + classes + templates -> same id, so registering again is harmless.
-        blob = json.dumps([key_id, self.settings.model, self.settings.weights_label,
-                           request.class_names, request.templates])
+        blob = json.dumps(
+            [key_id, self.settings.model, self.settings.weights_label, request.class_names, request.templates]
+        )
         return "task-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def usage_from_ledger(ledger: Ledger, key_id: str, price_per_1k_images: float) -> UsageResponse:
-    by_endpoint = {
-        name: UsageCounts(**counts) for name, counts in ledger.usage_by_endpoint(key_id).items()
-    }
-    total = UsageCounts(**{
-        name: sum(getattr(counts, name) for counts in by_endpoint.values())
-        for name in UsageCounts.model_fields
-    })
+    by_endpoint = {name: UsageCounts(**counts) for name, counts in ledger.usage_by_endpoint(key_id).items()}
+    total = UsageCounts(
+        **{
+            name: sum(getattr(counts, name) for counts in by_endpoint.values())
+            for name in UsageCounts.model_fields
+        }
+    )
     rejected = ledger.rejections_by_status(key_id)
     return UsageResponse(
-        key_id=key_id, total=total, by_endpoint=by_endpoint, rejected_requests=sum(rejected.values()),
-        rejected_by_status=rejected, price_per_1k_images=price_per_1k_images,
+        key_id=key_id,
+        total=total,
+        by_endpoint=by_endpoint,
+        rejected_requests=sum(rejected.values()),
+        rejected_by_status=rejected,
+        price_per_1k_images=price_per_1k_images,
     )

@@ -65,9 +65,7 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def parse_args(
-    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
-) -> ServerSettings:
+def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ServerSettings:
     """Build settings from ``argv`` (flags) and ``env`` (``BLACKVIP_*`` variables)."""
     env = os.environ if env is None else env
     args = _build_parser(env).parse_args(argv)

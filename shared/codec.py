@@ -55,7 +55,8 @@ def encode_tensor(array: np.ndarray) -> dict[str, Any]:
     name = array.dtype.name
     if name not in _KNOWN_DTYPES:
         raise CodecError(f"dtype {name!r} cannot be sent; use one of {sorted(_KNOWN_DTYPES)}")
-    wire = np.ascontiguousarray(array, dtype=_KNOWN_DTYPES[name])
+    # np.ascontiguousarray would turn a 0-d array into shape (1,); asarray(order="C") keeps the shape.
+    wire = np.asarray(array, dtype=_KNOWN_DTYPES[name], order="C")
     return {"shape": list(wire.shape), "dtype": name, "data": wire.tobytes()}
 
 
@@ -78,7 +79,10 @@ def decode_tensor(
         raise CodecError(
             f"tensor data has {len(data)} bytes; shape {tuple(shape)} of {dtype.name} needs {expected}"
         )
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+    try:
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    except ValueError as exc:  # e.g. [2**63, 0]: zero bytes, but a dimension numpy cannot hold
+        raise CodecError(f"tensor shape {tuple(shape)} cannot be built: {exc}") from exc
 
 
 def _check_shape(shape: Any) -> list[int]:

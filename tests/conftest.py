@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import KEYS, tiny_argv
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A TestClient on the real app and the real tiny open_clip model, loaded and ready."""
+    from fastapi.testclient import TestClient
+
+    from server import create_app, parse_args
+    from shared.protocol import Routes
+
+    ledger = tmp_path_factory.mktemp("ledger") / "ledger.sqlite3"
+    settings = parse_args(
+        tiny_argv(ledger, "--max-batch-images", "16", "--max-request-bytes", "300000"),
+        env={"BLACKVIP_API_KEYS": ",".join(KEYS)},
+    )
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 120
+        while client.get(Routes.HEALTH).status_code != 200:
+            assert time.monotonic() < deadline, client.get(Routes.HEALTH).json()
+            time.sleep(0.05)
+        client.settings = settings
+        yield client

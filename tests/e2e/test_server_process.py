@@ -1,0 +1,104 @@
+"""The real ``blackvip-server`` as a subprocess on loopback, driven by the SDK: all three dtypes,
+client meter against server usage, and a ``kill -9`` that must lose no count."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client import AuthenticationError, BlackVIPClient, InvalidInputError, RetryPolicy, TransportError
+from tests.helpers import KEYS, ServerProcess, random_images, tiny_argv
+
+CLASSES = ["cat", "dog", "bird"]
+
+
+def run_mixed_workload(client: BlackVIPClient) -> str:
+    task = client.register_task(CLASSES, ["a photo of a {}.", "a {}"])
+    for seed, dtype in enumerate(["float32", "float16", "uint8"]):
+        images = random_images(6, dtype, seed=seed)
+        logits = client.logits(task.task_id, images)
+        assert logits.shape == (6, 3) and logits.dtype == np.float32
+        result = client.loss(task.task_id, images, [0, 1, 2, 0, 1, 2], loss="focal" if seed else "ce")
+        assert result.losses.shape == (6,) and np.isfinite(result.losses).all()
+        assert result.correct.tolist() == (logits.argmax(1) == [0, 1, 2, 0, 1, 2]).tolist()
+    return task.task_id
+
+
+def assert_meter_equals_usage(client: BlackVIPClient) -> None:
+    usage = client.usage()
+    assert usage.total.requests == client.meter.requests
+    assert usage.total.images == client.meter.images
+    assert usage.total.bytes == client.meter.bytes
+    for endpoint, count in client.meter.by_endpoint.items():
+        served = usage.by_endpoint[endpoint]
+        assert (served.requests, served.images, served.bytes) == (count.requests, count.images, count.bytes)
+
+
+def test_sdk_against_real_server_then_kill_9_and_restart(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.sqlite3"
+    argv = tiny_argv(ledger)
+    env = {"BLACKVIP_API_KEYS": ",".join(KEYS)}
+    server = ServerProcess(argv, env=env, log_path=tmp_path / "server.log").start()
+    try:
+        with BlackVIPClient(server.url, KEYS[0]) as client:
+            assert client.info().image_size == 32
+            task_id = run_mixed_workload(client)
+            with pytest.raises(InvalidInputError, match="NaN"):  # rejected, not charged
+                client.logits(task_id, np.full((2, 3, 32, 32), np.nan, np.float32))
+            assert_meter_equals_usage(client)
+            before = client.usage()
+            assert before.total.images == 36 and before.rejected_requests == 1
+        with BlackVIPClient(server.url, "wrong-key") as stranger, pytest.raises(AuthenticationError):
+            stranger.usage()
+    finally:
+        server.kill9()
+
+    restarted = ServerProcess(argv, env=env, log_path=tmp_path / "server.log").start()
+    try:
+        with BlackVIPClient(restarted.url, KEYS[0]) as client:
+            after = client.usage()
+            assert after == before
+            logits = client.logits(task_id, random_images(2, "uint8"))  # tasks survive a restart
+            assert logits.shape == (2, 3)
+            assert client.usage().total.images == before.total.images + 2
+    finally:
+        restarted.stop()
+
+
+def test_client_retries_until_a_late_server_comes_up(tmp_path: Path) -> None:
+    server = ServerProcess(tiny_argv(tmp_path / "ledger.sqlite3"), log_path=tmp_path / "server.log")
+    # Nobody listens yet: connection refused, retried with backoff, then a clear TransportError.
+    with BlackVIPClient(server.url, retry=RetryPolicy(max_attempts=3, base_delay=0.05)) as client:
+        with pytest.raises(TransportError, match="ConnectError"):
+            client.usage()
+    server.start()
+    try:
+        with BlackVIPClient(server.url) as client:
+            assert client.usage().key_id == "anonymous"  # no keys configured: open server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--model", "tiny-vit", "--checkpoint", "/no/such/weights.pt"], {}, "does not exist"),
+        (["--model", "ViT-B-32", "--pretrained", "openai"], {"HF_HUB_OFFLINE": "1"}, "--checkpoint PATH"),
+        (["--model", "tiny-vit"], {}, "exactly one weights source"),
+    ],
+)
+def test_server_that_cannot_load_exits_with_a_clear_error(tmp_path, argv, env, message) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "server.main", "--port", "0", "--ledger", str(tmp_path / "l.sqlite3"), *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.settings import SettingsError, hash_api_key, parse_args
+
+
+def test_flags_override_env_and_env_overrides_defaults() -> None:
+    env = {
+        "BLACKVIP_PORT": "9001",
+        "BLACKVIP_MODEL": "ViT-B-32",
+        "BLACKVIP_RANDOM_INIT": "1",
+        "BLACKVIP_PRICE_PER_1K_IMAGES": "0.5",
+    }
+    from_env = parse_args([], env=env)
+    assert (from_env.port, from_env.model, from_env.random_init) == (9001, "ViT-B-32", True)
+    assert from_env.price_per_1k_images == 0.5
+    assert parse_args(["--port", "9002"], env=env).port == 9002
+
+
+def test_exactly_one_weights_source_is_required() -> None:
+    with pytest.raises(SettingsError, match="exactly one weights source"):
+        parse_args([], env={})
+    with pytest.raises(SettingsError, match="exactly one weights source"):
+        parse_args(["--random-init", "--pretrained", "openai"], env={})
+    assert parse_args(["--pretrained", "openai"], env={}).weights_label == "openai"
+    assert parse_args(["--checkpoint", "/x/w.pt"], env={}).weights_label == "checkpoint:w.pt"
+
+
+def test_keys_from_env_and_file_are_kept_only_as_hashes(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# team keys\nfile-key\n\n")
+    settings = parse_args(
+        ["--random-init", "--keys-file", str(keys_file)], env={"BLACKVIP_API_KEYS": "a, b,"}
+    )
+    assert settings.api_key_hashes == {hash_api_key(k) for k in ("a", "b", "file-key")}
+    saved = settings.public_dict()
+    assert saved["api_keys"] == 3 and "file-key" not in str(saved) and "api_key_hashes" not in saved
+
+
+def test_bad_values_are_reported() -> None:
+    with pytest.raises(SettingsError, match="keys file"):
+        parse_args(["--random-init", "--keys-file", "/no/such/file"], env={})
+    with pytest.raises(SettingsError, match="'many'"):
+        parse_args(["--random-init"], env={"BLACKVIP_MAX_BATCH_IMAGES": "many"})
+    with pytest.raises(SystemExit):
+        parse_args(["--random-init", "--device", "tpu"], env={})
