@@ -102,3 +102,25 @@ def test_server_that_cannot_load_exits_with_a_clear_error(tmp_path, argv, env, m
     )
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_concurrent_clients_lose_no_count(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = ServerProcess(tiny_argv(tmp_path / "ledger.sqlite3"), log_path=tmp_path / "server.log").start()
+    try:
+        with BlackVIPClient(server.url) as client:
+            task_id = client.register_task(CLASSES).task_id
+
+            def work(seed: int) -> np.ndarray:
+                images = random_images(8, "uint8", seed=seed)
+                return client.logits(task_id, images)
+
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                results = list(pool.map(work, range(20)))
+            # One model call at a time: concurrent answers equal the same batch sent alone.
+            np.testing.assert_allclose(results[3], work(3), rtol=1e-5, atol=1e-5)
+            assert_meter_equals_usage(client)
+            assert client.usage().total.images == 21 * 8
+    finally:
+        server.stop()
