@@ -3,6 +3,7 @@
 BlackVIPError
 ├── TransportError              no answer from the server, after retries
 ├── ProtocolError               an answer the protocol does not allow (or a version mismatch)
+├── JobInterruptedError         a training job gave up on an absent server, leaving a checkpoint
 └── APIStatusError              the server answered with its error body (.status, .code, .detail)
     ├── BadRequestError              400
     ├── AuthenticationError          401
@@ -25,6 +26,7 @@ __all__ = [
     "BadRequestError",
     "BlackVIPError",
     "InvalidInputError",
+    "JobInterruptedError",
     "NotFoundError",
     "PayloadTooLargeError",
     "ProtocolError",
@@ -47,6 +49,10 @@ class TransportError(BlackVIPError):
 
 class ProtocolError(BlackVIPError):
     """The server's answer does not follow the wire protocol."""
+
+
+class JobInterruptedError(BlackVIPError):
+    """The server stayed away longer than the job waits; a checkpoint to resume from was written."""
 
 
 class APIStatusError(BlackVIPError):

@@ -45,6 +45,16 @@ class QueryMeter:
         with self._lock:
             return {name: vars(count).copy() for name, count in self.by_endpoint.items()}
 
+    def plus(self, other: QueryMeter) -> QueryMeter:
+        """A new meter holding both meters' counts."""
+        total = QueryMeter.from_dict(self.to_dict())
+        for name, count in other.to_dict().items():
+            mine = total.by_endpoint.setdefault(name, EndpointCount())
+            mine.requests += count["requests"]
+            mine.images += count["images"]
+            mine.bytes += count["bytes"]
+        return total
+
     @classmethod
     def from_dict(cls, data: dict[str, dict[str, int]]) -> QueryMeter:
         return cls(by_endpoint={name: EndpointCount(**counts) for name, counts in data.items()})

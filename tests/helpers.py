@@ -40,8 +40,14 @@ def free_port() -> int:
 class ServerProcess:
     """The real ``blackvip-server`` as a subprocess on a free loopback port."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None, log_path: Path | None = None):
-        self.port = free_port()
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.argv = [
             sys.executable,
@@ -88,3 +94,27 @@ class ServerProcess:
 
     def log_tail(self) -> str:
         return self.log_path.read_text()[-3000:] if self.log_path and self.log_path.exists() else ""
+
+
+def make_image_folder(
+    root: Path,
+    classes: int = 3,
+    train_per_class: int = 8,
+    test_per_class: int = 4,
+    size: int = 40,
+    seed: int = 0,
+) -> Path:
+    """A small image-folder dataset: each class a colour, with noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, 256, size=(classes, 3))
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for label in range(classes):
+            folder = root / split / f"class_{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                noise = rng.normal(0.0, 40.0, size=(size, size, 3))
+                pixels = np.clip(colours[label] + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    return root

@@ -1,0 +1,115 @@
+"""Training settings: one object built from defaults < dataset preset < config file < CLI flags
+(< env for the server address and key), saved with every run and checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["METHODS", "ConfigError", "TrainConfig", "build_config", "dataset_presets", "preset_values"]
+
+METHODS = ("blackvip", "vp-spsa", "bar", "zeroshot")
+PRESETS_FILE = Path(__file__).parent / "presets.toml"
+
+
+class ConfigError(ValueError):
+    """Settings that cannot describe a runnable job."""
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = "http://127.0.0.1:8000"
+    api_key: str | None = Field(None, exclude=True)  # never written to disk
+    method: Literal["blackvip", "vp-spsa", "bar", "zeroshot"] = "blackvip"
+    dataset: str | None = None  # a preset name (templates and hyperparameters)
+    data: Path  # ROOT with train/ [val/] test/ image folders
+    out: Path = Path("runs/job")
+    shots: int = Field(16, ge=1)
+    seed: int = 1
+    templates: list[str] = ["a photo of a {}."]
+    # stopping: whichever comes first
+    steps: int = Field(5000, ge=0)
+    budget_images: int | None = Field(None, ge=1)  # training images queried
+    budget_cost: float | None = Field(None, gt=0)
+    batch_size: int = Field(128, ge=1)
+    # SPSA / SPSA-GC (blackvip, vp-spsa)
+    a: float = 0.01
+    c: float = 0.01
+    alpha: float = 0.4
+    gamma: float = 0.1
+    o: float = 1.0
+    q: int = Field(5, ge=1)
+    beta: float = 0.9
+    optimizer: Literal["spsa-gc", "spsa"] = "spsa-gc"
+    # Coordinator (blackvip)
+    p_eps: float = 1.0
+    encoder: Literal["scratch", "mae"] = "scratch"
+    encoder_path: Path | None = None
+    # BAR
+    init_lr: float = 5.0
+    min_lr: float = 0.1
+    rgf_beta: float = 0.01
+    focal_gamma: float = 2.0
+    # plumbing
+    wire_dtype: Literal["float32", "float16", "uint8"] = "float32"
+    checkpoint_every: int = Field(50, ge=1)
+    eval_batch: int = Field(256, ge=1)
+    eval_splits: list[str] = ["test"]
+    max_wait_seconds: float = Field(120.0, ge=0)  # how long to wait for a server that went away
+
+    def saved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _load_presets() -> dict[str, Any]:
+    with PRESETS_FILE.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def dataset_presets() -> list[str]:
+    return sorted(_load_presets()["datasets"])
+
+
+def preset_values(dataset: str | None, method: str) -> dict[str, Any]:
+    """The method's defaults, then the dataset's template/steps and its per-method values."""
+    presets = _load_presets()
+    values = dict(presets["defaults"].get(method, {}))
+    if dataset is None:
+        return values
+    if dataset not in presets["datasets"]:
+        raise ConfigError(
+            f"no preset for dataset {dataset!r}; known: {', '.join(sorted(presets['datasets']))}"
+        )
+    entry = presets["datasets"][dataset]
+    values.update({k: v for k, v in entry.items() if k not in METHODS})
+    values.update(entry.get(method, {}))
+    return values
+
+
+def build_config(cli: dict[str, Any], config_file: Path | None = None) -> TrainConfig:
+    """``cli`` holds only the flags the user gave (None = not given)."""
+    given = {k: v for k, v in cli.items() if v is not None}
+    from_file = _read_config_file(config_file) if config_file else {}
+    method = given.get("method", from_file.get("method", "blackvip"))
+    dataset = given.get("dataset", from_file.get("dataset"))
+    values = {**preset_values(dataset, method), **from_file, **given}
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid training settings: {problems}") from exc
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return {key.replace("-", "_"): value for key, value in data.items()}

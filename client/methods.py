@@ -1,0 +1,54 @@
+"""Each method as data: which prompt it trains, with which optimiser and which server loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from client.config import TrainConfig
+from client.coordinator import Coordinator, build_encoder
+from client.prompters import BarProgram, CoordinatorPrompt, NoPrompt, PaddingPrompt, PixelSpace, Prompter
+from client.zo import RGF, SPSA
+from shared.protocol import InfoResponse
+
+__all__ = ["Method", "build_method"]
+
+
+@dataclass
+class Method:
+    prompter: Prompter
+    optimizer: SPSA | RGF | None  # None: evaluation only (zero-shot)
+    loss_kind: str  # the server's "ce" or "focal"
+
+
+def build_method(config: TrainConfig, info: InfoResponse) -> Method:
+    torch.manual_seed(config.seed)  # decoder and prompt initialisations are part of the run's seed
+    space = PixelSpace(info.mean, info.std)
+    size = info.image_size
+    spsa = SPSA(
+        a=config.a,
+        c=config.c,
+        alpha=config.alpha,
+        gamma=config.gamma,
+        o=config.o,
+        q=config.q,
+        beta=config.beta,
+        gradient_correction=config.optimizer == "spsa-gc",
+    )
+    if config.method == "blackvip":
+        encoder = build_encoder(config.encoder, config.encoder_path, seed=config.seed)
+        prompter: Prompter = CoordinatorPrompt(Coordinator(encoder, size), space, config.p_eps)
+        return Method(prompter, spsa, "ce")
+    if config.method == "vp-spsa":
+        return Method(PaddingPrompt(size, space, seed=config.seed), spsa, "ce")
+    if config.method == "bar":
+        rgf = RGF(
+            init_lr=config.init_lr,
+            min_lr=config.min_lr,
+            total_steps=config.steps,
+            q=config.q,
+            beta=config.rgf_beta,
+        )
+        return Method(BarProgram(size, seed=config.seed), rgf, "focal")
+    return Method(NoPrompt(), None, "ce")

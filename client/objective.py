@@ -1,0 +1,85 @@
+"""The loss oracle over HTTP: candidate parameter vectors -> prompted batches -> server losses.
+
+All candidates of one optimiser step are packed into as few requests as the server's limits
+(images per request, bytes per request) allow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from client._sdk import BlackVIPClient
+from client.prompters import Prompter
+from client.zo import Evaluation, LossOracle
+from shared.protocol import InfoResponse
+
+__all__ = ["RemoteLoss", "to_wire"]
+
+_REQUEST_OVERHEAD = 4096  # msgpack framing, field names, header slack
+
+
+def to_wire(pixels: torch.Tensor, dtype: str) -> np.ndarray:
+    """[0, 1] float pixels (N, 3, S, S) as the array that goes on the wire."""
+    if dtype == "uint8":
+        return (pixels * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return pixels.detach().numpy().astype(dtype, copy=False)
+
+
+class RemoteLoss:
+    def __init__(
+        self,
+        api: BlackVIPClient,
+        info: InfoResponse,
+        task_id: str,
+        prompter: Prompter,
+        loss_kind: str,
+        focal_gamma: float = 2.0,
+        wire_dtype: str = "float32",
+    ) -> None:
+        self.api, self.task_id, self.prompter = api, task_id, prompter
+        self.loss_kind, self.focal_gamma, self.wire_dtype = loss_kind, focal_gamma, wire_dtype
+        per_image = 3 * info.image_size**2 * np.dtype(wire_dtype).itemsize + 9  # + a label
+        by_bytes = max(1, (info.max_request_bytes - _REQUEST_OVERHEAD) // per_image)
+        self.images_per_request = min(info.max_batch_images, by_bytes)
+
+    def oracle(self, pixels: torch.Tensor, labels: torch.Tensor) -> LossOracle:
+        """An oracle for one batch: pixels (N, 3, S, S) float in [0, 1], labels (N,)."""
+        with torch.no_grad():
+            prepared = self.prompter.prepare(pixels)
+
+        def evaluate(candidates: Sequence[torch.Tensor]) -> list[Evaluation]:
+            with torch.no_grad():
+                batches = []
+                for vector in candidates:
+                    self.prompter.set_vector(vector)
+                    batches.append(self.prompter.apply(pixels, prepared))
+            images = torch.cat(batches)  # (P * N, 3, S, S)
+            losses, correct = self.query(images, labels.repeat(len(candidates)))
+            n = len(labels)
+            return [
+                Evaluation(
+                    float(losses[i * n : (i + 1) * n].mean()), float(correct[i * n : (i + 1) * n].mean())
+                )
+                for i in range(len(candidates))
+            ]
+
+        return evaluate
+
+    def query(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Per-image losses and correctness for any number of images, split to fit the limits."""
+        losses, correct = [], []
+        for start in range(0, len(images), self.images_per_request):
+            stop = start + self.images_per_request
+            result = self.api.loss(
+                self.task_id,
+                to_wire(images[start:stop], self.wire_dtype),
+                labels[start:stop].numpy(),
+                self.loss_kind,
+                self.focal_gamma,
+            )
+            losses.append(result.losses.astype(np.float64))
+            correct.append(result.correct)
+        return np.concatenate(losses), np.concatenate(correct)

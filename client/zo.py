@@ -1,0 +1,151 @@
+"""Zeroth-order optimisers on a flat parameter vector, given a batched loss oracle.
+
+They know nothing of HTTP or models: an oracle takes a list of candidate parameter vectors and
+returns one :class:`Evaluation` per candidate, so that a step's perturbed evaluations can be sent
+together (as few requests as the server's batch limit allows).
+
+- :class:`SPSA`: simultaneous perturbation, two-sided, q samples averaged, with or without the
+  seed's gradient correction (SPSA-GC). 2q evaluations per step.
+- :class:`RGF`: BAR's one-sided random-gradient-free estimate. q + 1 evaluations per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["RGF", "SPSA", "Evaluation", "LossOracle", "StepResult", "spsa_perturbation"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float  # mean over the batch
+    accuracy: float  # fraction correct over the batch
+
+
+LossOracle = Callable[[Sequence[torch.Tensor]], list[Evaluation]]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    params: torch.Tensor  # (d,) the updated vector
+    loss: float  # what the step saw at the current parameters (seed: mean of the evaluations)
+    accuracy: float
+    evaluations: int
+    learning_rate: float
+
+
+def spsa_perturbation(d: int, generator: torch.Generator) -> torch.Tensor:
+    """Each coordinate a random sign times U[0.5, 1), as the seed's segmented uniform."""
+    magnitude = (torch.rand(d, generator=generator) + 1.0) / 2.0
+    sign = torch.bernoulli(torch.full((d,), 0.5), generator=generator) * 2.0 - 1.0
+    return sign * magnitude
+
+
+class SPSA:
+    """a_k = a / (k + o)^alpha, c_k = c / k^gamma, k counted from 1.
+
+    With ``gradient_correction`` (SPSA-GC): m_1 = g, m_k = beta m_{k-1} + g, update g + beta m_k.
+    """
+
+    def __init__(
+        self,
+        a: float,
+        c: float,
+        alpha: float,
+        gamma: float,
+        o: float = 1.0,
+        q: int = 5,
+        beta: float = 0.9,
+        gradient_correction: bool = True,
+    ) -> None:
+        self.a, self.c, self.alpha, self.gamma, self.o = a, c, alpha, gamma, o
+        self.q, self.beta, self.gradient_correction = q, beta, gradient_correction
+        self.k = 0
+        self.momentum: torch.Tensor | None = None
+
+    def evaluations_per_step(self) -> int:
+        return 2 * self.q
+
+    def step(self, params: torch.Tensor, oracle: LossOracle, generator: torch.Generator) -> StepResult:
+        self.k += 1
+        a_k = self.a / (self.k + self.o) ** self.alpha
+        c_k = self.c / self.k**self.gamma
+        perturbations = [spsa_perturbation(params.numel(), generator) for _ in range(self.q)]  # q x (d,)
+        candidates = [params + sign * c_k * p for p in perturbations for sign in (1.0, -1.0)]
+        results = oracle(candidates)  # [L(w + c D_1), L(w - c D_1), L(w + c D_2), ...]
+        estimates = [
+            (results[2 * i].loss - results[2 * i + 1].loss) / (2.0 * c_k * p)
+            for i, p in enumerate(perturbations)
+        ]
+        gradient = torch.stack(estimates).mean(dim=0)  # (d,)
+        update = gradient
+        if self.gradient_correction:
+            self.momentum = gradient if self.k == 1 else self.beta * self.momentum + gradient
+            update = gradient + self.beta * self.momentum
+        # Like the seed, report the last sample pair's mean loss and accuracy.
+        loss = (results[-2].loss + results[-1].loss) / 2.0
+        accuracy = (results[-2].accuracy + results[-1].accuracy) / 2.0
+        return StepResult(params - a_k * update, loss, accuracy, len(candidates), a_k)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "momentum": self.momentum}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.k, self.momentum = state["k"], state["momentum"]
+
+
+class RGF:
+    """g = sum_i (d / q) u_i (L(w + beta u_i) - L(w)) / beta with u_i uniform on the unit sphere;
+    learning rate decays polynomially (power 0.9) from ``init_lr`` to ``min_lr`` over 90% of
+    ``total_steps``, as the seed's BAR."""
+
+    def __init__(
+        self,
+        init_lr: float,
+        min_lr: float,
+        total_steps: int,
+        q: int = 5,
+        beta: float = 0.01,
+        sigma: float = 1.0,
+    ) -> None:
+        self.init_lr, self.min_lr, self.total_steps = init_lr, min_lr, total_steps
+        self.q, self.beta, self.sigma = q, beta, sigma
+        self.k = 0
+
+    def evaluations_per_step(self) -> int:
+        return self.q + 1
+
+    def learning_rate(self, k: int) -> float:
+        decay_steps = max(self.total_steps * 0.9, 1.0)
+        progress = min(k, decay_steps) / decay_steps
+        return (self.init_lr - self.min_lr) * (1.0 - progress) ** 0.9 + self.min_lr
+
+    def step(self, params: torch.Tensor, oracle: LossOracle, generator: torch.Generator) -> StepResult:
+        self.k += 1
+        lr = self.learning_rate(self.k)
+        d = params.numel()
+        directions = []
+        for _ in range(self.q):
+            u = torch.randn(d, generator=generator) * self.sigma
+            directions.append(u / torch.linalg.vector_norm(u))
+        results = oracle([params, *(params + self.beta * u for u in directions)])
+        pivot = results[0].loss
+        gradient = torch.zeros(d)
+        for u, result in zip(directions, results[1:], strict=True):
+            gradient += (d / self.q) * u * (result.loss - pivot) / self.beta
+        return StepResult(params - lr * gradient, pivot, results[0].accuracy, len(results), lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.k = state["k"]
+
+
+def check_finite(params: torch.Tensor) -> None:
+    if not bool(torch.isfinite(params).all()):
+        raise FloatingPointError("parameters became NaN/Inf: lower the learning rate (a) or c")
