@@ -61,7 +61,7 @@ class Prompter(nn.Module):
 
     def set_vector(self, vector: torch.Tensor) -> None:
         if vector.numel():
-            vector_to_parameters(vector, self.trainable())
+            vector_to_parameters(vector.clone(), self.trainable())  # no aliasing with the caller
 
 
 class NoPrompt(Prompter):
