@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = ["METHODS", "ConfigError", "TrainConfig", "build_config", "dataset_presets", "preset_values"]

@@ -6,7 +6,7 @@ and their outputs, because a (64, 3, 224, 224) float32 batch is 38.5 MB.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -59,7 +59,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -145,7 +145,7 @@ class TaskResponse(_Model):
     templates: list[str]
 
 
-class LossKind(str, Enum):
+class LossKind(StrEnum):
     CROSS_ENTROPY = "ce"
     FOCAL = "focal"
 
