@@ -23,6 +23,8 @@ from typing import Any
 from client._exceptions import BlackVIPError, JobInterruptedError
 from client._sdk import BlackVIPClient
 from client.config import METHODS, ConfigError, TrainConfig, build_config, dataset_presets
+from client.coordinator import EncoderLoadError
+from client.data import DatasetError
 
 __all__ = ["main", "parse_args"]
 
@@ -92,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobInterruptedError as exc:
         print(f"blackvip: stopped: {exc}", file=sys.stderr)
         return 3
-    except (BlackVIPError, ConfigError, ValueError) as exc:
+    except (BlackVIPError, ConfigError, DatasetError, EncoderLoadError) as exc:
         print(f"blackvip: error: {exc}", file=sys.stderr)
         return 1
     print(outcome.summary_path.read_text())

@@ -100,6 +100,7 @@ class _Job:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.sampler = BatchSampler(len(self.train_set), config.batch_size, config.seed)
         self.step, self.elapsed_before = 0, 0.0
+        self.started = time.monotonic()
         if checkpoint is not None:
             self._restore(checkpoint)
         atomic_write_json(
@@ -166,7 +167,6 @@ class _Job:
 
 def run_job(config: TrainConfig, resume: bool = False) -> JobResult:
     job = _Job(config, resume)
-    job.started = time.monotonic()
     optimizer, prompter = job.method.optimizer, job.prompter
     per_step = config.batch_size * (optimizer.evaluations_per_step() if optimizer else 0)
     first_loss = last_loss = None
@@ -267,7 +267,6 @@ def run_evaluation(config: TrainConfig, run_dir: Path | None) -> JobResult:
     given = config.model_dump(include={"url", "eval_splits", "eval_batch", "data"})
     saved = TrainConfig(**{**checkpoint["config"], **given, "api_key": config.api_key, "out": run_dir})
     job = _Job(saved, resume=True)
-    job.started = time.monotonic()
     result = JobResult(
         run_dir,
         job.step,

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import numpy as np
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from server.errors import APIError
 from server.http_body import read_body
 from server.inputs import check_images, check_labels, parse_msgpack
+from server.ledger import StoredTask
 from server.service import Charge, QueryService, usage_from_ledger
 from server.state import AppState
 from shared.codec import ACCEPTED_IMAGE_DTYPES, OUTPUT_DTYPE, pack
@@ -35,6 +37,8 @@ from shared.protocol import (
 )
 
 __all__ = ["router"]
+
+BatchRequest = TypeVar("BatchRequest", LogitsRequest, LossRequest)
 
 router = APIRouter()
 
@@ -80,6 +84,33 @@ def msgpack_response(model: LogitsResponse | LossResponse) -> Response:
     return Response(pack(model.model_dump()), media_type=MSGPACK_CONTENT_TYPE)
 
 
+def _task_response(task: StoredTask) -> TaskResponse:
+    return TaskResponse(
+        task_id=task.task_id,
+        num_classes=len(task.class_names),
+        class_names=task.class_names,
+        templates=task.templates,
+    )
+
+
+async def _read_batch(
+    request: Request,
+    state: AppState,
+    service: QueryService,
+    key_id: str,
+    task_id: str,
+    model: type[BatchRequest],
+) -> tuple[StoredTask, int, BatchRequest, np.ndarray]:
+    """The task, the body size, the parsed request and its checked images (N, 3, S, S)."""
+    task = await run_in_threadpool(service.get_task, key_id, task_id)
+    body = await read_body(request, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
+    parsed = await run_in_threadpool(parse_msgpack, body, model)
+    images = await run_in_threadpool(
+        check_images, parsed.images, service.backend.image_size, state.settings.max_batch_images
+    )
+    return task, len(body), parsed, images
+
+
 @router.get(Routes.HEALTH, response_model=HealthResponse)
 def health(state: State) -> JSONResponse:
     if state.service is not None:
@@ -123,36 +154,21 @@ async def register_task(
         raise APIError(422, ErrorCode.VALIDATION_ERROR, f"invalid task: {exc}") from exc
     charge = Charge(key_id, "tasks", rid, len(body))
     task = await run_in_threadpool(service.register_task, task_request, charge)
-    return TaskResponse(
-        task_id=task.task_id,
-        num_classes=len(task.class_names),
-        class_names=task.class_names,
-        templates=task.templates,
-    )
+    return _task_response(task)
 
 
 @router.get(Routes.TASK)
 def get_task(task_id: str, service: Service, key_id: KeyId) -> TaskResponse:
     task = service.get_task(key_id, task_id)
-    return TaskResponse(
-        task_id=task.task_id,
-        num_classes=len(task.class_names),
-        class_names=task.class_names,
-        templates=task.templates,
-    )
+    return _task_response(task)
 
 
 @router.post(Routes.LOGITS)
 async def logits(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
-    task = await run_in_threadpool(service.get_task, key_id, task_id)
-    body = await read_body(request, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
-    parsed = await run_in_threadpool(parse_msgpack, body, LogitsRequest)
-    images = await run_in_threadpool(
-        check_images, parsed.images, service.backend.image_size, state.settings.max_batch_images
-    )
-    result = await run_in_threadpool(service.logits, task, images, Charge(key_id, "logits", rid, len(body)))
+    task, size, _, images = await _read_batch(request, state, service, key_id, task_id, LogitsRequest)
+    result = await run_in_threadpool(service.logits, task, images, Charge(key_id, "logits", rid, size))
     return msgpack_response(LogitsResponse(logits=WireTensor.from_numpy(result.logits)))
 
 
@@ -160,12 +176,7 @@ async def logits(
 async def loss(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
-    task = await run_in_threadpool(service.get_task, key_id, task_id)
-    body = await read_body(request, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
-    parsed = await run_in_threadpool(parse_msgpack, body, LossRequest)
-    images = await run_in_threadpool(
-        check_images, parsed.images, service.backend.image_size, state.settings.max_batch_images
-    )
+    task, size, parsed, images = await _read_batch(request, state, service, key_id, task_id, LossRequest)
     labels = check_labels(parsed.labels, len(images), len(task.class_names))
     losses, correct = await run_in_threadpool(
         service.loss,
@@ -174,7 +185,7 @@ async def loss(
         labels,
         parsed.loss.value,
         parsed.focal_gamma,
-        Charge(key_id, "loss", rid, len(body)),
+        Charge(key_id, "loss", rid, size),
     )
     return msgpack_response(LossResponse(losses=WireTensor.from_numpy(losses), correct=correct.tolist()))
 
