@@ -91,7 +91,7 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         dest = flag.lstrip("-").replace("-", "_")
         env_name = ENV_PREFIX + dest.upper()
         default = kwargs.pop("default", getattr(defaults, dest, None))
-        if env_name in env:
+        if env.get(env_name, "") != "":  # empty means unset, as compose files pass them
             default = _from_env(env[env_name], kwargs)
         parser.add_argument(flag, default=default, help=f"{help} (env {env_name})", **kwargs)
 

@@ -47,3 +47,11 @@ def test_bad_values_are_reported() -> None:
         parse_args(["--random-init"], env={"BLACKVIP_MAX_BATCH_IMAGES": "many"})
     with pytest.raises(SystemExit):
         parse_args(["--random-init", "--device", "tpu"], env={})
+
+
+def test_empty_env_values_count_as_unset() -> None:
+    env = {"BLACKVIP_PRETRAINED": "", "BLACKVIP_CHECKPOINT": "", "BLACKVIP_RANDOM_INIT": "1",
+           "BLACKVIP_PORT": ""}
+    settings = parse_args([], env=env)
+    assert settings.random_init and settings.pretrained is None and settings.checkpoint is None
+    assert settings.port == 8000
