@@ -59,6 +59,7 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(50, ge=1)
     eval_batch: int = Field(256, ge=1)
     eval_splits: list[str] = ["test"]
+    eval_every: int = Field(0, ge=0)  # steps between evaluations for the learning curve (0: only at the end)
     max_wait_seconds: float = Field(120.0, ge=0)  # how long to wait for a server that went away
 
     def saved(self) -> dict[str, Any]:

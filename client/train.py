@@ -29,12 +29,14 @@ from client.data import BatchSampler, few_shot_indices, load_image_folder
 from client.evaluate import evaluate
 from client.methods import Method, build_method
 from client.objective import RemoteLoss
+from client.zo import StepResult
 
 __all__ = ["JobResult", "retry_policy_for", "run_evaluation", "run_job"]
 
 log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.jsonl"
+EVALS_NAME = "evals.jsonl"
 
 
 @dataclass
@@ -134,7 +136,8 @@ class _Job:
         self.train_api.meter = QueryMeter.from_dict(checkpoint["train_meter"]).plus(self.train_api.meter)
         self.eval_api.meter = QueryMeter.from_dict(checkpoint["eval_meter"])
         self.step, self.elapsed_before = int(checkpoint["step"]), float(checkpoint["elapsed"])
-        _truncate_metrics(self.run_dir / METRICS_NAME, self.step)
+        for name in (METRICS_NAME, EVALS_NAME):
+            _truncate_metrics(self.run_dir / name, self.step)
         log.info("resumed %s at step %d", self.run_dir, self.step)
 
     def save(self, state: dict[str, Any] | None = None) -> None:
@@ -167,33 +170,37 @@ class _Job:
 
 def run_job(config: TrainConfig, resume: bool = False) -> JobResult:
     job = _Job(config, resume)
-    optimizer, prompter = job.method.optimizer, job.prompter
-    per_step = config.batch_size * (optimizer.evaluations_per_step() if optimizer else 0)
-    first_loss = last_loss = None
-    reason = "evaluation only" if optimizer is None else None
-    bar = tqdm(total=config.steps if optimizer else 0, initial=job.step, desc=config.method, disable=None)
-    with (job.run_dir / METRICS_NAME).open("a") as metrics:
-        while optimizer is not None and (reason := job.stop_reason(per_step)) is None:
-            start_state = job.state()  # what a resume after a failure inside this step needs
-            batch = job.sampler.next_batch()
-            pixels = job.train_set.pixels[batch].float() / 255.0  # (B, 3, S, S) in [0, 1]
-            labels = job.train_set.labels[batch]  # (B,)
-            try:
-                result = optimizer.step(
-                    prompter.get_vector(), job.remote.oracle(pixels, labels), job.generator
-                )
-            except (TransportError, ServerUnavailableError) as exc:
-                start_state["train_meter"] = job.train_api.meter.to_dict()  # queries spent are real cost
-                job.save(start_state)
-                raise JobInterruptedError(
-                    f"server unreachable for over {config.max_wait_seconds:.0f} s at step "
-                    f"{job.step + 1} ({exc}); checkpoint saved in {job.run_dir}: "
-                    f"rerun with --resume"
-                ) from exc
-            prompter.set_vector(result.params)
-            job.step += 1
-            first_loss = result.loss if first_loss is None else first_loss
-            last_loss = result.loss
+    reason = "evaluation only"
+    if job.method.optimizer is not None:
+        reason = _train(job)
+        job.save()
+    first_loss, last_loss = _first_and_last_loss(job.run_dir / METRICS_NAME)
+    result = JobResult(
+        job.run_dir,
+        job.step,
+        reason,
+        job.train_api.meter,
+        job.eval_api.meter,
+        first_loss,
+        last_loss,
+        _evaluate_all(job),
+    )
+    result.summary_path = _write_summary(job, result)
+    job.train_api.close()
+    job.eval_api.close()
+    return result
+
+
+def _train(job: _Job) -> str:
+    """The loop; returns why it stopped."""
+    config, optimizer = job.config, job.method.optimizer
+    per_step = config.batch_size * optimizer.evaluations_per_step()
+    bar = tqdm(total=config.steps, initial=job.step, desc=config.method, disable=None)
+    with (job.run_dir / METRICS_NAME).open("a") as metrics, (job.run_dir / EVALS_NAME).open("a") as evals:
+        if config.eval_every and job.step == 0:
+            _log_evaluations(job, evals)  # the curve starts at zero images queried
+        while (reason := job.stop_reason(per_step)) is None:
+            result = _step(job)
             line = job.metrics_line(result.loss, result.accuracy, result.learning_rate)
             metrics.write(json.dumps(line) + "\n")
             metrics.flush()
@@ -206,24 +213,44 @@ def run_job(config: TrainConfig, resume: bool = False) -> JobResult:
             )
             if job.step % config.checkpoint_every == 0:
                 job.save()
+            if config.eval_every and job.step % config.eval_every == 0:
+                _log_evaluations(job, evals)
     bar.close()
-    if optimizer is not None:
-        job.save()
-    evaluations = _evaluate_all(job)
-    result = JobResult(
-        job.run_dir,
-        job.step,
-        reason or "steps",
-        job.train_api.meter,
-        job.eval_api.meter,
-        first_loss,
-        last_loss,
-        evaluations,
-    )
-    result.summary_path = _write_summary(job, result)
-    job.train_api.close()
-    job.eval_api.close()
+    return reason
+
+
+def _step(job: _Job) -> StepResult:
+    """One optimiser step; if the server stays away, save the state from before it and stop."""
+    start_state = job.state()
+    batch = job.sampler.next_batch()
+    pixels = job.train_set.pixels[batch].float() / 255.0  # (B, 3, S, S) in [0, 1]
+    labels = job.train_set.labels[batch]  # (B,)
+    try:
+        result = job.method.optimizer.step(
+            job.prompter.get_vector(), job.remote.oracle(pixels, labels), job.generator
+        )
+    except (TransportError, ServerUnavailableError) as exc:
+        start_state["train_meter"] = job.train_api.meter.to_dict()  # queries spent are real cost
+        job.save(start_state)
+        raise JobInterruptedError(
+            f"server unreachable for over {job.config.max_wait_seconds:.0f} s at step {job.step + 1} "
+            f"({exc}); checkpoint saved in {job.run_dir}: rerun with --resume"
+        ) from exc
+    job.prompter.set_vector(result.params)
+    job.step += 1
     return result
+
+
+def _log_evaluations(job: _Job, evals) -> None:
+    for split, result in _evaluate_all(job).items():
+        line = {"step": job.step, "train_images": job.train_api.meter.images, "split": split, **result}
+        evals.write(json.dumps(line) + "\n")
+    evals.flush()
+
+
+def _first_and_last_loss(path: Path) -> tuple[float | None, float | None]:
+    losses = [json.loads(line)["loss"] for line in path.read_text().splitlines()] if path.exists() else []
+    return (losses[0], losses[-1]) if losses else (None, None)
 
 
 def _evaluate_all(job: _Job) -> dict[str, dict[str, float]]:
@@ -291,8 +318,18 @@ def _trainable_state(prompter: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 # A resume may move the stopping point or the plumbing; anything that shapes the trajectory may not.
-_RESUMABLE_DIFFERENCES = {"url", "out", "max_wait_seconds", "eval_splits", "eval_batch", "steps",
-                          "budget_images", "budget_cost", "checkpoint_every"}
+_RESUMABLE_DIFFERENCES = {
+    "url",
+    "out",
+    "max_wait_seconds",
+    "eval_splits",
+    "eval_batch",
+    "eval_every",
+    "steps",
+    "budget_images",
+    "budget_cost",
+    "checkpoint_every",
+}
 
 
 def _check_same_job(saved: dict[str, Any], config: TrainConfig) -> None:

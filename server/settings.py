@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ServerSettings", "SettingsError", "hash_api_key", "parse_args"]
+__all__ = ["ServerSettings", "SettingsError", "hash_api_key", "parse_args", "shipped_weights"]
 
 ENV_PREFIX = "BLACKVIP_"
 
@@ -29,7 +29,7 @@ class ServerSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    model: str = "tiny-vit"
+    model: str = "toy-digits"
     pretrained: str | None = None
     checkpoint: Path | None = None
     random_init: bool = False
@@ -61,6 +61,15 @@ class ServerSettings(BaseModel):
         return data
 
 
+SHIPPED_WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def shipped_weights(model: str) -> Path | None:
+    """The checkpoint made in this repository for ``model`` (e.g. toy-digits), if there is one."""
+    path = SHIPPED_WEIGHTS_DIR / f"{model}.pt"
+    return path if path.is_file() else None
+
+
 def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -70,9 +79,12 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     args = _build_parser(env).parse_args(argv)
     sources = [args.pretrained is not None, args.checkpoint is not None, args.random_init]
+    if sum(sources) == 0 and shipped_weights(args.model) is not None:
+        args.checkpoint = shipped_weights(args.model)  # models made here need no weights flag
+        sources[1] = True
     if sum(sources) != 1:
         raise SettingsError(
-            "choose exactly one weights source: --pretrained TAG (hub download), "
+            f"choose exactly one weights source for {args.model}: --pretrained TAG (hub download), "
             "--checkpoint PATH (local file) or --random-init (untrained, for tests)"
         )
     keys = _split_keys(args.api_keys) + _read_keys_file(args.keys_file)

@@ -15,8 +15,10 @@ from tests.helpers import random_images
 
 
 def load(tmp_path: Path, *argv: str) -> ClipBackend:
-    return ClipBackend.load(
-        parse_args([*argv, "--ledger", str(tmp_path / "l.sqlite3"), "--device", "cpu"], env={})
+    return ClipBackend.load(  # a later --model in argv wins over the tiny default
+        parse_args(
+            ["--model", "tiny-vit", *argv, "--ledger", str(tmp_path / "l.sqlite3"), "--device", "cpu"], env={}
+        )
     )
 
 

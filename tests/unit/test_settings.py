@@ -22,9 +22,11 @@ def test_flags_override_env_and_env_overrides_defaults() -> None:
 
 def test_exactly_one_weights_source_is_required() -> None:
     with pytest.raises(SettingsError, match="exactly one weights source"):
-        parse_args([], env={})
+        parse_args(["--model", "tiny-vit"], env={})
     with pytest.raises(SettingsError, match="exactly one weights source"):
         parse_args(["--random-init", "--pretrained", "openai"], env={})
+    shipped = parse_args([], env={})  # the offline default: the small CLIP made in this repository
+    assert shipped.model == "toy-digits" and shipped.weights_label == "checkpoint:toy-digits.pt"
     assert parse_args(["--pretrained", "openai"], env={}).weights_label == "openai"
     assert parse_args(["--checkpoint", "/x/w.pt"], env={}).weights_label == "checkpoint:w.pt"
 
