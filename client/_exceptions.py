@@ -4,6 +4,8 @@ BlackVIPError
 ├── TransportError              no answer from the server, after retries
 ├── ProtocolError               an answer the protocol does not allow (or a version mismatch)
 ├── JobInterruptedError         a training job gave up on an absent server, leaving a checkpoint
+├── DatasetError (ValueError)   a dataset folder without the expected layout
+├── EncoderLoadError            the Coordinator's pretrained encoder cannot be loaded
 └── APIStatusError              the server answered with its error body (.status, .code, .detail)
     ├── BadRequestError              400
     ├── AuthenticationError          401
@@ -25,6 +27,8 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BlackVIPError",
+    "DatasetError",
+    "EncoderLoadError",
     "InvalidInputError",
     "JobInterruptedError",
     "NotFoundError",
@@ -53,6 +57,14 @@ class ProtocolError(BlackVIPError):
 
 class JobInterruptedError(BlackVIPError):
     """The server stayed away longer than the job waits; a checkpoint to resume from was written."""
+
+
+class DatasetError(BlackVIPError, ValueError):
+    """A dataset folder that does not have the expected layout; the message names the path."""
+
+
+class EncoderLoadError(BlackVIPError, RuntimeError):
+    """A pretrained encoder cannot be loaded; the message says how to provide it."""
 
 
 class APIStatusError(BlackVIPError):

@@ -23,8 +23,7 @@ from typing import Any
 from client._exceptions import BlackVIPError, JobInterruptedError
 from client._sdk import BlackVIPClient
 from client.config import METHODS, ConfigError, TrainConfig, build_config, dataset_presets
-from client.coordinator import EncoderLoadError
-from client.data import DatasetError
+from client.digits.make import add_data_flags
 
 __all__ = ["main", "parse_args"]
 
@@ -42,6 +41,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     train = commands.add_parser("train", parents=[common], help="train a prompt through the API")
     _add_config_flags(train)
     train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    demo = commands.add_parser("demo", parents=[common], help="zero-shot vs BlackVIP on Loc-digits, offline")
+    add_demo_flags(demo)
+    data = commands.add_parser("data", help="write a synthetic task's image folders (digits, MNIST)")
+    add_data_flags(data)
     evaluate = commands.add_parser("eval", parents=[common], help="evaluate zero-shot or a trained run")
     _add_config_flags(evaluate)
     evaluate.add_argument("--run", type=Path, help="a run folder whose checkpoint to evaluate")
@@ -69,6 +72,16 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.epilog = f"methods: {', '.join(METHODS)}; dataset presets: {', '.join(dataset_presets())}"
 
 
+def add_demo_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task", default="loc-digits-1x1", help="digits, loc-digits-1x1/1x4, biased-digits-08/09"
+    )
+    parser.add_argument("--steps", type=int, default=500, help="BlackVIP steps (default 500)")
+    parser.add_argument("--eval-every", type=int, default=50, help="steps between test evaluations")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="data, ledger and runs")
+
+
 def config_from(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     cli = {name: getattr(args, name, None) for name in TrainConfig.model_fields}
     cli.update(overrides)
@@ -85,8 +98,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = client.info() if args.command == "info" else client.usage()
             print(json.dumps(result.model_dump(mode="json"), indent=2))
             return 0
+        if args.command == "data":
+            from client.digits.make import make_dataset
+
+            print(make_dataset(args))
+            return 0
         from client.train import run_evaluation, run_job  # torch is imported only for jobs
 
+        if args.command == "demo":
+            from client.demo import run_demo
+
+            run_demo(args)
+            return 0
         if args.command == "train":
             outcome = run_job(config_from(args), resume=args.resume)
         else:
@@ -94,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobInterruptedError as exc:
         print(f"blackvip: stopped: {exc}", file=sys.stderr)
         return 3
-    except (BlackVIPError, ConfigError, DatasetError, EncoderLoadError) as exc:
+    except (BlackVIPError, ConfigError, FileNotFoundError) as exc:
         print(f"blackvip: error: {exc}", file=sys.stderr)
         return 1
     print(outcome.summary_path.read_text())

@@ -15,13 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from client._exceptions import EncoderLoadError
+
 __all__ = ["Coordinator", "Decoder", "EncoderLoadError", "build_encoder", "ScratchEncoder"]
 
 TRIGGER_VALUES = 800  # the seed's trigger length with a 768-d encoder at 224 px
-
-
-class EncoderLoadError(RuntimeError):
-    """A pretrained encoder cannot be loaded; the message says how to provide it."""
 
 
 class Decoder(nn.Module):

@@ -14,13 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from client._exceptions import DatasetError
+
 __all__ = ["BatchSampler", "DatasetError", "ImageSet", "few_shot_indices", "load_image_folder"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-class DatasetError(ValueError):
-    """A dataset folder that does not have the expected layout."""
 
 
 @dataclass(frozen=True)

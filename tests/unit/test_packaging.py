@@ -30,3 +30,10 @@ def test_importing_every_client_module_never_imports_open_clip_or_torch_in_share
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_the_command_line_parses_without_torch() -> None:
+    code = "import sys, client.cli; client.cli.parse_args(['usage']); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"  # `blackvip usage` works on an SDK-only install
