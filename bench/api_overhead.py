@@ -56,11 +56,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="models to serve")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64], help="images per call")
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
-    parser.add_argument("--seconds", type=float, default=2.0,
-                        help="target timed seconds per cell and mode (after one warm-up call)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=2.0,
+        help="target timed seconds per cell and mode (after one warm-up call)",
+    )
     parser.add_argument("--min-reps", type=int, default=3, help="least timed calls per cell and mode")
-    parser.add_argument("--max-seconds", type=float, default=30.0,
-                        help="stop a cell and mode once this much time is spent, even below --min-reps")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=30.0,
+        help="stop a cell and mode once this much time is spent, even below --min-reps",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every call's duration")
@@ -103,8 +111,19 @@ def free_port() -> int:
 
 def server_flags(model: str, device: str, ledger: Path, port: int) -> list[str]:
     return [
-        "--model", model, "--random-init", "--device", device, "--ledger", str(ledger),
-        "--host", "127.0.0.1", "--port", str(port), "--max-request-bytes", str(MAX_REQUEST_BYTES),
+        "--model",
+        model,
+        "--random-init",
+        "--device",
+        device,
+        "--ledger",
+        str(ledger),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-request-bytes",
+        str(MAX_REQUEST_BYTES),
     ]
 
 
@@ -134,8 +153,12 @@ def running_server(flags: list[str], port: int, log_path: Path) -> Iterator[Blac
     """A live server subprocess and an SDK client for it; the server is stopped on any exit."""
     # Output goes to a file, not a pipe: an unread pipe fills up and blocks the server.
     with log_path.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "server.main", *flags], cwd=REPO_ROOT,
-                                stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server.main", *flags],
+            cwd=REPO_ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     client = BlackVIPClient(f"http://127.0.0.1:{port}", timeout=600.0)
     try:
         wait_healthy(client, proc, log_path)
@@ -170,13 +193,27 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> list[Row
                 # Doubles as the warm-up of both sides: lazy setup (server: class embeddings,
                 # allocator growth for a new shape) stays out of the timings.
                 _check_same_logits(backend.logits(images, features).logits, client.logits(task_id, images))
-                local = time_calls(lambda im=images: backend.logits(im, features),
-                                   args.seconds, args.min_reps, args.max_seconds)
-                remote = time_calls(lambda im=images: client.logits(task_id, im),
-                                    args.seconds, args.min_reps, args.max_seconds)
+                local = time_calls(
+                    lambda im=images: backend.logits(im, features),
+                    args.seconds,
+                    args.min_reps,
+                    args.max_seconds,
+                )
+                remote = time_calls(
+                    lambda im=images: client.logits(task_id, im),
+                    args.seconds,
+                    args.min_reps,
+                    args.max_seconds,
+                )
                 rows.append(Row(model, batch, dtype, batch / local, batch / remote))
-                log.info("%s batch %d %s: in-process %.1f img/s, API %.1f img/s",
-                         model, batch, dtype, rows[-1].in_process, rows[-1].api)
+                log.info(
+                    "%s batch %d %s: in-process %.1f img/s, API %.1f img/s",
+                    model,
+                    batch,
+                    dtype,
+                    rows[-1].in_process,
+                    rows[-1].api,
+                )
     return rows
 
 
@@ -192,15 +229,19 @@ def format_table(rows: Sequence[Row]) -> str:
         "|---|---:|---|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r.model} | {r.batch} | {r.dtype} | {r.in_process:.1f} | {r.api:.1f} "
-                     f"| {r.api / r.in_process:.2f} |")
+        lines.append(
+            f"| {r.model} | {r.batch} | {r.dtype} | {r.in_process:.1f} | {r.api:.1f} "
+            f"| {r.api / r.in_process:.2f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("httpx", "httpcore"):  # a line per request would drown the progress lines
         logging.getLogger(noisy).setLevel(logging.WARNING)
     started = time.perf_counter()

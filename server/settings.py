@@ -37,7 +37,7 @@ class ServerSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     ledger: Path = Path("blackvip-ledger.sqlite3")
     api_key_hashes: frozenset[str] = frozenset()
-    max_batch_images: int = Field(256, ge=1)
+    max_batch_images: int = Field(2048, ge=1)  # the byte limit binds first for large images
     max_request_bytes: int = Field(64 * 2**20, ge=1024)
     max_texts: int = Field(100_000, ge=1)
     forward_batch: int = Field(64, ge=1)

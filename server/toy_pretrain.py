@@ -43,10 +43,11 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m server.toy_pretrain", description=__doc__)
-    parser.add_argument("--steps", type=int, default=900)
+    parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--anywhere", type=float, default=0.4, help="share of small digits placed anywhere")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR / "toy-digits.pt")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     return parser.parse_args(argv)
@@ -55,9 +56,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 class DigitStream:
     """Random training images (B, 3, 32, 32) in [0, 1] with labels, from pretraining digits only."""
 
-    def __init__(self, seed: int, size: int = 32) -> None:
+    def __init__(self, seed: int, size: int = 32, anywhere: float = 0.4) -> None:
         self.rng = np.random.default_rng(seed)
-        self.size = size
+        self.size, self.anywhere = size, anywhere
         images, labels = sklearn_digits()
         keep = pretrain_indices()
         self.images, self.labels = images[keep], labels[keep]
@@ -77,9 +78,13 @@ class DigitStream:
             source, label = self.images[index], int(self.labels[index])
         else:
             source, label = self.rendered[int(rng.integers(len(self.rendered)))]
-        side = int(rng.integers(18, 27))
         ink = np.zeros((size, size), np.float32)
-        top, left = (size - side) // 2 + rng.integers(-2, 3, size=2)
+        if rng.random() < self.anywhere:  # small digits anywhere: what a prompt can reveal must be readable
+            side = int(rng.integers(8, 19))
+            top, left = rng.integers(0, size - side + 1, size=2)
+        else:  # mostly a large, roughly centred digit: the centre bias a distractor exploits
+            side = int(rng.integers(18, 27))
+            top, left = (size - side) // 2 + rng.integers(-2, 3, size=2)
         top, left = int(np.clip(top, 0, size - side)), int(np.clip(left, 0, size - side))
         ink[top : top + side, left : left + side] = glyph(source, side)
         if rng.random() < 0.8:
@@ -131,7 +136,7 @@ def pretrain(args: argparse.Namespace) -> tuple[torch.nn.Module, object, list[fl
     torch.manual_seed(args.seed)
     model = open_clip.create_model("toy-digits")
     tokenizer = open_clip.get_tokenizer("toy-digits")
-    stream = DigitStream(args.seed)
+    stream = DigitStream(args.seed, anywhere=args.anywhere)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
     warmup = max(1, args.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -71,21 +71,30 @@ def build_split(
     count = per_class if per_class is not None else SPLIT_COUNTS[split]
     rng = np.random.default_rng([seed, list(SPLIT_COUNTS).index(split), sorted(TASKS).index(task)])
     out, targets = [], []
+    rho = spec.test_rho if split == "test" else spec.train_rho
     for label in range(10):
         members = pool[labels[pool] == label]
-        for _ in range(count):
+        for colour in _background_colours(label, count, rho, rng):
             digit = images[rng.choice(members)]
-            out.append(_compose(spec, split, digit, label, images, pool, rng, size))
+            out.append(_compose(spec, digit, colour, images, pool, rng, size))
             targets.append(label)
     order = rng.permutation(len(out))
     return np.stack(out)[order], np.asarray(targets, dtype=np.int64)[order]
 
 
+def _background_colours(label: int, count: int, rho: float, rng: np.random.Generator) -> list[int]:
+    """As ReBias: int(count * rho) get the class's colour, the rest spread evenly over the other nine."""
+    correlated = int(count * rho)
+    others = [(label + k) % 10 for k in range(1, 10)]
+    rng.shuffle(others)
+    rest = [others[i % 9] for i in range(count - correlated)]
+    return [int(c) for c in rng.permutation([label] * correlated + rest)]
+
+
 def _compose(
     spec: TaskSpec,
-    split: str,
     digit: np.ndarray,
-    label: int,
+    colour: int,
     images: np.ndarray,
     pool: np.ndarray,
     rng: np.random.Generator,
@@ -104,8 +113,6 @@ def _compose(
     _paste(canvas, glyph(digit, side), int(top), int(left))
     if spec.kind == "centred":
         return _to_rgb(np.repeat(canvas[None], 3, axis=0))
-    rho = spec.test_rho if split == "test" else spec.train_rho
-    colour = label if rng.random() < rho else int(rng.choice([c for c in range(10) if c != label]))
     ink = (canvas > 0.5).astype(np.float32)[None]  # binarised digit, white on the colour
     background = COLOURS[colour].reshape(3, 1, 1)
     return _to_rgb(ink + (1.0 - ink) * background)

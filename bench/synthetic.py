@@ -1,0 +1,183 @@
+"""Zero-shot, BlackVIP, VP with SPSA-GC and BAR on the offline digit tasks at equal training-image
+budgets, over several seeds, through a real server; writes a markdown table of mean and std accuracy
+and the queries spent.
+
+    python bench/synthetic.py                         # starts its own toy-digits server
+    python bench/synthetic.py --url http://HOST:PORT  # or uses one
+
+Finished jobs (a summary.json in their folder) are reused, so an interrupted run continues where it
+stopped. On ``--long-task`` BlackVIP also runs to ``--long-steps`` with a test evaluation every 100
+steps, giving its accuracy at 500 and 1,000 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from client.config import build_config
+from client.demo import local_server
+from client.digits.tasks import write_task_folder
+from client.train import EVALS_NAME, run_job
+
+log = logging.getLogger("bench.synthetic")
+
+EVALS_PER_STEP = {"blackvip": 10, "vp-spsa": 10, "bar": 6, "zeroshot": 0}  # q = 5: 2q or q + 1
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/synthetic.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="an existing server (default: start toy-digits locally)")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["loc-digits-1x1", "loc-digits-1x4", "biased-digits-08", "biased-digits-09"],
+    )
+    parser.add_argument("--methods", nargs="+", default=["zeroshot", "blackvip", "vp-spsa", "bar"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--budget-steps",
+        type=int,
+        default=300,
+        help="the budget, in BlackVIP steps: budget images = steps x batch x 2q",
+    )
+    parser.add_argument("--long-task", default="loc-digits-1x1")
+    parser.add_argument("--long-steps", type=int, default=1000)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench-synthetic"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/synthetic.md"))
+    return parser.parse_args(argv)
+
+
+def job_config(args: argparse.Namespace, url: str, task: str, method: str, seed: int, data: Path):
+    budget = args.budget_steps * args.batch_size * EVALS_PER_STEP["blackvip"]
+    values = {
+        "url": url,
+        "method": method,
+        "dataset": task,
+        "data": data,
+        "seed": seed,
+        "batch_size": args.batch_size,
+        "out": args.workdir / task / method / f"seed{seed}",
+    }
+    if method == "blackvip" and task == args.long_task:
+        values.update(steps=args.long_steps, eval_every=math.gcd(100, args.budget_steps))
+    elif method != "zeroshot":
+        values.update(steps=budget // (args.batch_size * EVALS_PER_STEP[method]), budget_images=budget)
+    return build_config(values)
+
+
+def run_all(args: argparse.Namespace, url: str) -> dict[tuple[str, str, int], dict]:
+    results = {}
+    for task in args.tasks:
+        data = write_task_folder(task, args.workdir / "data" / task)
+        for method in args.methods:
+            for seed in args.seeds:
+                config = job_config(args, url, task, method, seed, data)
+                summary_path = config.out / "summary.json"
+                if not summary_path.exists():
+                    log.info("%s / %s / seed %d", task, method, seed)
+                    run_job(config, resume=(config.out / "checkpoint.pt").exists())
+                results[task, method, seed] = json.loads(summary_path.read_text())
+    return results
+
+
+def accuracy_at(run_dir: Path, train_images: int) -> float:
+    """Test accuracy from the learning curve at exactly ``train_images`` images queried."""
+    for line in (run_dir / EVALS_NAME).read_text().splitlines():
+        point = json.loads(line)
+        if point["train_images"] == train_images:
+            return point["accuracy"]
+    raise ValueError(f"{run_dir} has no evaluation at {train_images} training images")
+
+
+def _spent_at(run_dir: Path, summary: dict, budget: int) -> dict[str, float]:
+    """Training images, requests and cost up to the budget (a long run goes past it)."""
+    metrics = run_dir / "metrics.jsonl"
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    within = [line for line in lines if line["train_images"] <= budget]
+    if not within:
+        train = summary["train"]
+        return {"train_images": train["images"], "requests": train["requests"], "cost": train["cost"]}
+    return {key: within[-1][key] for key in ("train_images", "requests", "cost")}
+
+
+def mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
+
+
+def render(args: argparse.Namespace, results: dict[tuple[str, str, int], dict]) -> str:
+    budget = args.budget_steps * args.batch_size * EVALS_PER_STEP["blackvip"]
+    lines = [
+        f"Equal budget: {budget:,} training images per job (BlackVIP/VP: {args.budget_steps} steps, "
+        f"BAR: {budget // (args.batch_size * 6)} steps; batch {args.batch_size}). Test accuracy (%) "
+        f"mean ± std over seeds {args.seeds}; queries are per job, means over seeds.",
+        "",
+        "| task | method | test accuracy | gain vs zero-shot | training images | requests | cost |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for task in args.tasks:
+        zero = [results[task, "zeroshot", s]["evaluations"]["test"]["accuracy"] for s in args.seeds]
+        for method in args.methods:
+            runs = [results[task, method, s] for s in args.seeds]
+            if method == "blackvip" and task == args.long_task:
+                accs = [accuracy_at(args.workdir / task / method / f"seed{s}", budget) for s in args.seeds]
+            else:
+                accs = [r["evaluations"]["test"]["accuracy"] for r in runs]
+            gain = [a - z for a, z in zip(accs, zero, strict=True)]
+            images = min(budget, statistics.mean(r["train"]["images"] for r in runs))
+            lines.append(
+                f"| {task} | {method} | {mean_std(accs)} | {mean_std(gain)} | {images:,.0f} | "
+                f"{statistics.mean(r['train']['requests'] for r in runs):,.0f} | "
+                f"{statistics.mean(r['train']['cost'] for r in runs):.1f} |"
+            )
+    lines += _long_curve(args, results)
+    return "\n".join(lines) + "\n"
+
+
+def _long_curve(args: argparse.Namespace, results: dict) -> list[str]:
+    if "blackvip" not in args.methods or args.long_task not in args.tasks:
+        return []
+    task = args.long_task
+    zero = [results[task, "zeroshot", s]["evaluations"]["test"]["accuracy"] for s in args.seeds]
+    lines = [
+        "",
+        f"BlackVIP on {task} by steps (test accuracy %, mean ± std over seeds):",
+        "",
+        "| steps | training images | test accuracy | gain vs zero-shot |",
+        "|---:|---:|---:|---:|",
+    ]
+    for steps in range(100, args.long_steps + 1, 100):
+        images = steps * args.batch_size * EVALS_PER_STEP["blackvip"]
+        accs = [accuracy_at(args.workdir / task / "blackvip" / f"seed{s}", images) for s in args.seeds]
+        gain = [a - z for a, z in zip(accs, zero, strict=True)]
+        lines.append(f"| {steps} | {images:,} | {mean_std(accs)} | {mean_std(gain)} |")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.url:
+        results = run_all(args, args.url)
+    else:
+        with local_server(args.workdir) as url:
+            results = run_all(args, url)
+    table = render(args, results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""`blackvip demo` on a fresh folder, offline: it starts the toy-digits server itself, runs zero-shot
+and a short seeded BlackVIP job on Loc-digits, prints the table and writes the plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_offline_and_blackvip_improves_on_zero_shot(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "client.cli",
+            "demo",
+            "--steps",
+            "30",
+            "--eval-every",
+            "10",
+            "--seed",
+            "1",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (
+        "| method | test accuracy | training images queried | requests | cost | wall time (s) |"
+        in done.stdout
+    )
+    (run_root,) = [p for p in tmp_path.iterdir() if p.is_dir() and p.name[0].isdigit()]
+    plot = run_root / "accuracy_vs_images.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    zero = json.loads((run_root / "zeroshot" / "summary.json").read_text())
+    vip = json.loads((run_root / "blackvip" / "summary.json").read_text())
+    assert zero["train"]["images"] == 0 and vip["train"]["images"] == 30 * 128 * 10
+    losses = [
+        json.loads(line)["loss"]
+        for line in (run_root / "blackvip" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert sum(losses[-10:]) < sum(losses[:10])  # the training loss went down
+    assert vip["evaluations"]["test"]["accuracy"] >= zero["evaluations"]["test"]["accuracy"]
+    curve = (run_root / "blackvip" / "evals.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in curve] == [0, 10, 20, 30]
