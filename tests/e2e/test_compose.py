@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from shared.protocol import Routes
-from tests.helpers import free_port, make_image_folder
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -79,7 +79,7 @@ def wait_healthy(healthcheck: list[str], timeout: float = 120.0) -> None:
 def test_compose_services_run_as_local_processes(tmp_path: Path) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     server, client = compose["services"]["server"], compose["services"]["client"]
-    shell = {"BLACKVIP_STEPS": "3"}  # what a user would export before `docker-compose run client`
+    shell = {"BLACKVIP_STEPS": "3", "BLACKVIP_EVAL_EVERY": "3"}  # a user's exports: a short demo
     port = free_port()
 
     server_mounts = Mounts(server["volumes"], tmp_path / "volumes", shell)
@@ -99,19 +99,22 @@ def test_compose_services_run_as_local_processes(tmp_path: Path) -> None:
 
         assert client["depends_on"]["server"]["condition"] == "service_healthy"
         client_mounts = Mounts(client["volumes"], tmp_path / "volumes", shell)
-        make_image_folder(Path(client_mounts.local("/datasets/demo")))
         argv, env = service_process(client, client_mounts, shell)
         url = env["BLACKVIP_URL"]
         assert url == f"http://server:{container_port}"  # the service name and the served port
         env["BLACKVIP_URL"] = f"http://127.0.0.1:{port}"
         job = subprocess.run(argv, env={"PATH": str(BIN), **env}, capture_output=True, text=True, timeout=300)
         assert job.returncode == 0, job.stderr
-        summary = json.loads(Path(client_mounts.local("/results/job/summary.json")).read_text())
-        assert summary["steps"] == 3
+        (run_root,) = Path(client_mounts.local("/results/demo")).glob("2*")  # the demo's timestamped folder
+        assert (run_root / "results.md").exists() and (run_root / "accuracy_vs_images.png").exists()
+        summaries = [
+            json.loads((run_root / m / "summary.json").read_text()) for m in ("zeroshot", "blackvip")
+        ]
+        assert summaries[1]["steps"] == 3
     finally:
         process.terminate()
         process.wait(timeout=30)
     ledger = Path(server_mounts.local("/data/ledger.sqlite3"))
     with sqlite3.connect(ledger) as db:
         images = db.execute("SELECT SUM(images) FROM queries").fetchone()[0]
-    assert images == summary["train"]["images"] + summary["eval"]["images"]
+    assert images == sum(s["train"]["images"] + s["eval"]["images"] for s in summaries)
