@@ -29,6 +29,8 @@ class TrainConfig(BaseModel):
     data: Path  # ROOT with train/ [val/] test/ image folders
     out: Path = Path("runs/job")
     shots: int = Field(16, ge=1)
+    augment: bool | None = None  # random resized crop + flip; default: on for benchmark datasets only
+    fewshot_cache: Path | None = None  # where sampled few-shot splits are kept (default ~/.cache/...)
     seed: int = 1
     templates: list[str] = ["a photo of a {}."]
     # stopping: whichever comes first

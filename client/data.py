@@ -1,8 +1,10 @@
-"""Image-folder datasets, few-shot sampling and the step-by-step batch sampler.
+"""Image sets, few-shot sampling and the step-by-step batch sampler.
 
-Layout: ``ROOT/{train,val,test}/<class name>/<image files>``; ``val`` is optional. Class names are
-the sorted sub-folder names of ``train`` (underscores read as spaces in prompts). Images are resized
-(shorter side) and centre-cropped to the server's input size and kept as uint8.
+- :class:`ImageSet`: decoded in memory, from an image folder ``ROOT/{train,val,test}/<class>/<files>``
+  (``val`` optional; class names are the sorted sub-folders of ``train``, underscores read as spaces).
+- :class:`FileImageSet`: files read when a batch needs them (the benchmark datasets, some large), with the
+  seed's train-time augmentation (random resized crop + horizontal flip) when asked for.
+Test-time images are resized (shorter side, bicubic) and centre-cropped to the server's input size.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ import torch
 
 from client._exceptions import DatasetError
 
-__all__ = ["BatchSampler", "DatasetError", "ImageSet", "few_shot_indices", "load_image_folder"]
+__all__ = [
+    "BatchSampler",
+    "DatasetError",
+    "FileImageSet",
+    "ImageSet",
+    "few_shot_indices",
+    "load_image_folder",
+    "random_resized_crop",
+]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -31,9 +41,63 @@ class ImageSet:
         index = torch.as_tensor(indices, dtype=torch.int64)
         return ImageSet(self.pixels[index], self.labels[index], self.class_names)
 
+    def images(self, indices: np.ndarray | range, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.pixels[torch.as_tensor(np.asarray(indices), dtype=torch.int64)]  # (B, 3, S, S) uint8
+
     def __len__(self) -> int:
         return len(self.labels)
 
+
+@dataclass(frozen=True)
+class FileImageSet:
+    paths: list[Path]
+    labels: torch.Tensor  # (N,) int64
+    class_names: list[str]
+    image_size: int
+    augment: bool = False
+
+    def images(self, indices: np.ndarray | range, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, 3, S, S) uint8; augmented draws come from ``generator`` so a resume repeats them."""
+        from PIL import Image
+
+        batch = []
+        for index in np.asarray(indices):
+            path = self.paths[int(index)]
+            if not self.augment:
+                batch.append(read_image(path, self.image_size))
+                continue
+            with Image.open(path) as image:
+                batch.append(random_resized_crop(image.convert("RGB"), self.image_size, generator))
+        return torch.from_numpy(np.stack(batch))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def random_resized_crop(image: object, size: int, generator: torch.Generator | None) -> np.ndarray:
+    """torchvision's RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) then a horizontal flip with p 0.5."""
+    from PIL import Image
+
+    width, height = image.size
+    area = width * height
+    box = None
+    for _ in range(10):
+        target = area * float(torch.empty(1).uniform_(0.08, 1.0, generator=generator))
+        log_ratio = torch.empty(1).uniform_(np.log(3 / 4), np.log(4 / 3), generator=generator)
+        ratio = float(torch.exp(log_ratio))
+        w, h = round((target * ratio) ** 0.5), round((target / ratio) ** 0.5)
+        if 0 < w <= width and 0 < h <= height:
+            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+            box = (left, top, left + w, top + h)
+            break
+    if box is None:  # torchvision's fallback: the largest centred crop within the ratio bounds
+        side = min(width, height)
+        box = ((width - side) // 2, (height - side) // 2, (width + side) // 2, (height + side) // 2)
+    crop = image.crop(box).resize((size, size), Image.BICUBIC)
+    if float(torch.rand(1, generator=generator)) < 0.5:
+        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+    return np.asarray(crop, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 def load_image_folder(
     root: Path, split: str, image_size: int, class_names: list[str] | None = None

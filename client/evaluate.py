@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from client.data import ImageSet
+from client.data import FileImageSet, ImageSet
 from client.objective import RemoteLoss
 from client.prompters import Prompter
 
@@ -24,7 +24,9 @@ class EvalResult:
         return {"accuracy": self.accuracy, "loss": self.loss, "images": self.images}
 
 
-def evaluate(remote: RemoteLoss, prompter: Prompter, images: ImageSet, batch_size: int) -> EvalResult:
+def evaluate(
+    remote: RemoteLoss, prompter: Prompter, images: ImageSet | FileImageSet, batch_size: int
+) -> EvalResult:
     """Accuracy and mean CE of the prompted images, with the prompter in eval mode (BN running stats)."""
     was_training = prompter.training
     prompter.eval()
@@ -32,7 +34,8 @@ def evaluate(remote: RemoteLoss, prompter: Prompter, images: ImageSet, batch_siz
     try:
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
-                pixels = images.pixels[start : start + batch_size].float() / 255.0  # (B, 3, S, S)
+                indices = range(start, min(start + batch_size, len(images)))
+                pixels = images.images(indices).float() / 255.0  # (B, 3, S, S) in [0, 1]
                 prompted = prompter.apply(pixels, prompter.prepare(pixels))
                 batch_losses, batch_correct = remote.query(
                     prompted, images.labels[start : start + batch_size]
