@@ -408,7 +408,7 @@ def test_missing_dataset_folder_names_it(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_missing_split_file_names_path_and_source(tmp_path: Path, name: str) -> None:
     tree = BUILDERS[name](tmp_path)
-    tree.split_file.unlink()  # CLEVR too: its scene files are there, but a rebuilt split is not the published one
+    tree.split_file.unlink()  # CLEVR too: a split rebuilt from its scene files is not the published one
     with pytest.raises(DatasetError) as info:
         load_dataset(name, tmp_path)
     message = str(info.value)
