@@ -22,7 +22,9 @@ from typing import Any
 
 from client._exceptions import BlackVIPError, JobInterruptedError
 from client._sdk import BlackVIPClient
+from client.bench import add_bench_flags
 from client.config import METHODS, ConfigError, TrainConfig, build_config, dataset_presets
+from client.digits import TASK_NAMES
 from client.digits.make import add_data_flags
 
 __all__ = ["main", "parse_args"]
@@ -43,6 +45,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     demo = commands.add_parser("demo", parents=[common], help="zero-shot vs BlackVIP on Loc-digits, offline")
     add_demo_flags(demo)
+    bench = commands.add_parser("bench", parents=[common], help="a grid of jobs: datasets x methods x seeds")
+    add_bench_flags(bench)
     data = commands.add_parser("data", help="write a synthetic task's image folders (digits, MNIST)")
     add_data_flags(data)
     evaluate = commands.add_parser("eval", parents=[common], help="evaluate zero-shot or a trained run")
@@ -73,9 +77,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_demo_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--task", default="loc-digits-1x1", help="digits, loc-digits-1x1/1x4, biased-digits-08/09"
-    )
+    parser.add_argument("--task", default="loc-digits-1x1", choices=TASK_NAMES)
     parser.add_argument("--steps", type=int, default=500, help="BlackVIP steps (default 500)")
     parser.add_argument("--eval-every", type=int, default=50, help="steps between test evaluations")
     parser.add_argument("--seed", type=int, default=1)
@@ -97,6 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             with BlackVIPClient(args.url or "http://127.0.0.1:8000", args.api_key) as client:
                 result = client.info() if args.command == "info" else client.usage()
             print(json.dumps(result.model_dump(mode="json"), indent=2))
+            return 0
+        if args.command == "bench":
+            from client.bench import run_bench
+
+            logging.getLogger().setLevel(logging.INFO)
+            print(f"table: {run_bench(args)}")
             return 0
         if args.command == "data":
             from client.digits.make import make_dataset
