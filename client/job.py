@@ -20,6 +20,7 @@ from client._sdk import BlackVIPClient
 from client.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from client.config import ConfigError, TrainConfig
 from client.data import BatchSampler, FileImageSet, ImageSet, few_shot_indices, load_image_folder
+from client.datasets import DATASETS
 from client.methods import Method, build_method
 from client.objective import RemoteLoss
 
@@ -29,22 +30,6 @@ log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.jsonl"
 EVALS_NAME = "evals.jsonl"
-BENCHMARK_DATASETS = (
-    "caltech101",
-    "oxford_pets",
-    "stanford_cars",
-    "oxford_flowers",
-    "food101",
-    "fgvc_aircraft",
-    "sun397",
-    "dtd",
-    "svhn",
-    "eurosat",
-    "resisc45",
-    "clevr",
-    "ucf101",
-    "imagenet",
-)
 
 
 def retry_policy_for(max_wait_seconds: float) -> RetryPolicy:
@@ -206,7 +191,7 @@ def load_job_data(
     """The few-shot train set, the evaluation sets (loaded or listed up front: a missing split fails now)
     and the class names. A benchmark dataset name reads ``config.data`` as ``$DATA`` in the seed's
     layouts; anything else reads it as an image folder ROOT/{train,val,test}/<class>."""
-    if config.dataset in BENCHMARK_DATASETS:
+    if config.dataset in DATASETS:
         return _benchmark_data(config, image_size)
     if config.augment:
         raise ConfigError("--augment applies to benchmark datasets; image folders are used as they are")
