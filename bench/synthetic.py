@@ -52,6 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--long-steps", type=int, default=1000)
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-synthetic"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/synthetic.md"))
+    parser.add_argument("--report-only", action="store_true", help="tabulate finished jobs, run nothing")
     return parser.parse_args(argv)
 
 
@@ -71,6 +72,18 @@ def job_config(args: argparse.Namespace, url: str, task: str, method: str, seed:
     elif method != "zeroshot":
         values.update(steps=budget // (args.batch_size * EVALS_PER_STEP[method]), budget_images=budget)
     return build_config(values)
+
+
+def finished(args: argparse.Namespace) -> dict[tuple[str, str, int], dict]:
+    """The summaries of the jobs that have finished (for a report on an interrupted run)."""
+    results = {}
+    for task in args.tasks:
+        for method in args.methods:
+            for seed in args.seeds:
+                path = args.workdir / task / method / f"seed{seed}" / "summary.json"
+                if path.exists():
+                    results[task, method, seed] = json.loads(path.read_text())
+    return results
 
 
 def run_all(args: argparse.Namespace, url: str) -> dict[tuple[str, str, int], dict]:
@@ -118,25 +131,34 @@ def render(args: argparse.Namespace, results: dict[tuple[str, str, int], dict]) 
     lines = [
         f"Equal budget: {budget:,} training images per job (BlackVIP/VP: {args.budget_steps} steps, "
         f"BAR: {budget // (args.batch_size * 6)} steps; batch {args.batch_size}). Test accuracy (%) "
-        f"mean ± std over seeds {args.seeds}; queries are per job, means over seeds.",
+        f"mean ± std over the seeds that finished; training queries up to the budget, means over seeds.",
         "",
-        "| task | method | test accuracy | gain vs zero-shot | training images | requests | cost |",
+        "| task | method (seeds) | test accuracy | gain vs zero-shot | training images | requests | cost |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for task in args.tasks:
-        zero = [results[task, "zeroshot", s]["evaluations"]["test"]["accuracy"] for s in args.seeds]
         for method in args.methods:
-            runs = [results[task, method, s] for s in args.seeds]
+            seeds = [
+                s for s in args.seeds if (task, method, s) in results and (task, "zeroshot", s) in results
+            ]
+            if not seeds:
+                continue
+            zero = [results[task, "zeroshot", s]["evaluations"]["test"]["accuracy"] for s in seeds]
+            runs = [results[task, method, s] for s in seeds]
             if method == "blackvip" and task == args.long_task:
-                accs = [accuracy_at(args.workdir / task / method / f"seed{s}", budget) for s in args.seeds]
+                accs = [accuracy_at(args.workdir / task / method / f"seed{s}", budget) for s in seeds]
             else:
                 accs = [r["evaluations"]["test"]["accuracy"] for r in runs]
             gain = [a - z for a, z in zip(accs, zero, strict=True)]
-            images = min(budget, statistics.mean(r["train"]["images"] for r in runs))
+            spent = [
+                _spent_at(args.workdir / task / method / f"seed{s}", r, budget)
+                for s, r in zip(seeds, runs, strict=True)
+            ]
             lines.append(
-                f"| {task} | {method} | {mean_std(accs)} | {mean_std(gain)} | {images:,.0f} | "
-                f"{statistics.mean(r['train']['requests'] for r in runs):,.0f} | "
-                f"{statistics.mean(r['train']['cost'] for r in runs):.1f} |"
+                f"| {task} | {method} ({len(seeds)}) | {mean_std(accs)} | {mean_std(gain)} | "
+                f"{statistics.mean(x['train_images'] for x in spent):,.0f} | "
+                f"{statistics.mean(x['requests'] for x in spent):,.0f} | "
+                f"{statistics.mean(x['cost'] for x in spent):.1f} |"
             )
     lines += _long_curve(args, results)
     return "\n".join(lines) + "\n"
@@ -146,7 +168,8 @@ def _long_curve(args: argparse.Namespace, results: dict) -> list[str]:
     if "blackvip" not in args.methods or args.long_task not in args.tasks:
         return []
     task = args.long_task
-    zero = [results[task, "zeroshot", s]["evaluations"]["test"]["accuracy"] for s in args.seeds]
+    seeds = [s for s in args.seeds if (task, "blackvip", s) in results and (task, "zeroshot", s) in results]
+    zero = [results[task, "zeroshot", s]["evaluations"]["test"]["accuracy"] for s in seeds]
     lines = [
         "",
         f"BlackVIP on {task} by steps (test accuracy %, mean ± std over seeds):",
@@ -156,7 +179,7 @@ def _long_curve(args: argparse.Namespace, results: dict) -> list[str]:
     ]
     for steps in range(100, args.long_steps + 1, 100):
         images = steps * args.batch_size * EVALS_PER_STEP["blackvip"]
-        accs = [accuracy_at(args.workdir / task / "blackvip" / f"seed{s}", images) for s in args.seeds]
+        accs = [accuracy_at(args.workdir / task / "blackvip" / f"seed{s}", images) for s in seeds]
         gain = [a - z for a, z in zip(accs, zero, strict=True)]
         lines.append(f"| {steps} | {images:,} | {mean_std(accs)} | {mean_std(gain)} |")
     return lines
@@ -167,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    if args.url:
+    if args.report_only:
+        results = finished(args)
+    elif args.url:
         results = run_all(args, args.url)
     else:
         with local_server(args.workdir) as url:
