@@ -50,6 +50,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--anywhere", type=float, default=0.4, help="share of small digits placed anywhere")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR / "toy-digits.pt")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="run only the first N steps of the schedule (a check that the recipe trains)",
+    )
     return parser.parse_args(argv)
 
 
@@ -148,7 +154,8 @@ def pretrain(args: argparse.Namespace) -> tuple[torch.nn.Module, object, list[fl
     started = time.monotonic()
     losses: list[float] = []
     model.train()
-    for step in range(1, args.steps + 1):
+    last = args.steps if getattr(args, "stop_after", None) is None else min(args.steps, args.stop_after)
+    for step in range(1, last + 1):
         pixels, labels = stream.batch(args.batch_size)  # (B, 3, 32, 32), (B,)
         loss = contrastive_loss(model, tokenizer, pixels, labels, stream.rng)
         optimizer.zero_grad(set_to_none=True)
@@ -156,7 +163,7 @@ def pretrain(args: argparse.Namespace) -> tuple[torch.nn.Module, object, list[fl
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-        if step % 50 == 0 or step == args.steps:
+        if step % 50 == 0 or step == last:
             log.info(
                 "step %d/%d loss %.4f (%.0f s)", step, args.steps, loss.item(), time.monotonic() - started
             )
