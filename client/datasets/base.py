@@ -18,6 +18,7 @@ from typing import Any
 from client._exceptions import DatasetError
 
 __all__ = [
+    "list_class_folders",
     "SPLITS",
     "DatasetSplits",
     "Item",
@@ -110,6 +111,18 @@ def check_first_images(splits: Mapping[str, list[Item]], hint: str) -> None:
     for split, items in splits.items():
         if items and not items[0].path.is_file():
             raise DatasetError(f"missing image {items[0].path} (first image of the {split} split): {hint}")
+
+
+def list_class_folders(split_dir: Path, label_of: dict[str, int]) -> list[Item]:
+    """Images under ``split_dir/<class>/``, labelled by class folder name; unknown folders are an error."""
+    folders = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [p.name for p in folders if p.name not in label_of]
+    if unknown:
+        raise DatasetError(f"{split_dir} has class folder(s) outside the class list, e.g. {unknown[0]!r}")
+    items = [Item(path, label_of[p.name]) for p in folders for path in list_files(p)]
+    if not items:
+        raise DatasetError(f"{split_dir} holds no images (expected {split_dir}/<class>/<images>)")
+    return items
 
 
 def list_files(folder: Path) -> list[Path]:

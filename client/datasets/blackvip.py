@@ -31,7 +31,7 @@ from client.datasets.base import (
     JsonSplitSpec,
     check_first_images,
     class_names_from,
-    list_files,
+    list_class_folders,
     load_json_split,
     read_json_file,
     read_split_entries,
@@ -86,7 +86,7 @@ def load_svhn(data_root: Path) -> DatasetSplits:
     names = class_names_from(pairs, split_file)
     lists = {split: [item for item, _ in listed] for split, listed in entries.items()}
     if "test" not in lists:
-        lists["test"] = _list_test_folders(test_dir, names)
+        lists["test"] = list_class_folders(test_dir, {name: label for label, name in enumerate(names)})
     check_first_images(lists, f"expected the images of {split_file} under {folder}/{{train,test}} ({hint})")
     return DatasetSplits(lists["train"], lists["val"], lists["test"], names)
 
@@ -101,18 +101,6 @@ def _entries_from_either(
         if moved[0][0].path.is_file():
             return moved
     return entries
-
-
-def _list_test_folders(test_dir: Path, names: list[str]) -> list[Item]:
-    label_of = {name: label for label, name in enumerate(names)}
-    folders = sorted(p for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    unknown = [p.name for p in folders if p.name not in label_of]
-    if unknown:
-        raise DatasetError(f"{test_dir} has class folder(s) the split file lacks, e.g. {unknown[0]!r}")
-    items = [Item(path, label_of[p.name]) for p in folders for path in list_files(p)]
-    if not items:
-        raise DatasetError(f"{test_dir} holds no images (expected svhn/test/<digit>/<images>)")
-    return items
 
 
 def load_clevr(data_root: Path) -> DatasetSplits:

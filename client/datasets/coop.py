@@ -18,7 +18,7 @@ from client.datasets.base import (
     Item,
     JsonSplitSpec,
     check_first_images,
-    list_files,
+    list_class_folders,
     load_json_split,
     require_dir,
     require_file,
@@ -163,8 +163,8 @@ def load_imagenet(data_root: Path) -> DatasetSplits:
     if unnamed:
         raise DatasetError(f"{names_file} has no name for {len(unnamed)} class folder(s), e.g. {unnamed[0]}")
     label_of = {wnid: label for label, wnid in enumerate(wnids)}
-    train = _list_class_folders(train_dir, label_of)
-    test = _list_class_folders(val_dir, label_of)
+    train = list_class_folders(train_dir, label_of)
+    test = list_class_folders(val_dir, label_of)
     return DatasetSplits(train, list(test), test, [name_of[wnid] for wnid in wnids])
 
 
@@ -175,17 +175,6 @@ def _read_imagenet_classnames(path: Path) -> dict[str, str]:
         if wnid:
             names[wnid] = name.strip()
     return names
-
-
-def _list_class_folders(split_dir: Path, label_of: dict[str, int]) -> list[Item]:
-    folders = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    unknown = [p.name for p in folders if p.name not in label_of]
-    if unknown:
-        raise DatasetError(f"{split_dir} has class folder(s) not in the training set, e.g. {unknown[0]}")
-    items = [Item(path, label_of[p.name]) for p in folders for path in list_files(p)]
-    if not items:
-        raise DatasetError(f"{split_dir} holds no images")
-    return items
 
 
 COOP_DATASETS = {
