@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from client.config import build_config
-from client.demo import local_server
 from client.digits.tasks import write_task_folder
+from client.local_server import local_server
 from client.train import EVALS_NAME, run_job
 
 log = logging.getLogger("bench.synthetic")

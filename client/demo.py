@@ -9,66 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from client._exceptions import BlackVIPError, TransportError
-from client._sdk import BlackVIPClient
+from client._exceptions import BlackVIPError
 from client.config import build_config
 from client.digits import TASK_NAMES
 from client.digits.tasks import write_task_folder
+from client.local_server import local_server
 from client.train import EVALS_NAME, JobResult, run_job
 
-__all__ = ["local_server", "render_table", "run_demo"]
+__all__ = ["render_table", "run_demo"]
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def local_server(workdir: Path) -> Iterator[str]:
-    """The default server (toy-digits) as a subprocess on a free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log_path = workdir / "server.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "server.main",
-        "--port",
-        str(port),
-        "--ledger",
-        str(workdir / "ledger.sqlite3"),
-    ]
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, process, log_path)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    with BlackVIPClient(url) as api:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise BlackVIPError(f"the server exited ({process.returncode}); see {log_path}")
-            try:
-                if api.health().status == "ok":
-                    return
-            except TransportError:
-                pass
-            time.sleep(0.3)
-    raise BlackVIPError(f"the server was not ready within {timeout:.0f} s; see {log_path}")
 
 
 def run_demo(args: argparse.Namespace) -> Path:

@@ -3,18 +3,22 @@ loopback port, a real server subprocess, and random image batches."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
-from shared.protocol import Routes
+from client.local_server import LocalServer as ServerProcess
+from client.local_server import free_port
+
+__all__ = [
+    "IMAGE_SIZE",
+    "KEYS",
+    "ServerProcess",
+    "free_port",
+    "make_image_folder",
+    "random_images",
+    "tiny_argv",
+]
 
 KEYS = ("key-alice", "key-bob")
 IMAGE_SIZE = 32  # tiny-vit's input
@@ -29,71 +33,6 @@ def random_images(n: int, dtype: str, seed: int = 0, size: int = IMAGE_SIZE) -> 
     if dtype == "uint8":
         return rng.integers(0, 256, size=(n, 3, size, size), dtype=np.uint8)
     return rng.random((n, 3, size, size)).astype(dtype)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    """The real ``blackvip-server`` as a subprocess on a free loopback port."""
-
-    def __init__(
-        self,
-        argv: list[str],
-        env: dict[str, str] | None = None,
-        log_path: Path | None = None,
-        port: int | None = None,
-    ):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.argv = [
-            sys.executable,
-            "-m",
-            "server.main",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            *argv,
-        ]
-        self.env = {**os.environ, **(env or {})}
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 120.0) -> ServerProcess:
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                if httpx.get(self.url + Routes.HEALTH, timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"server not healthy after {timeout} s: {self.log_tail()}")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text()[-3000:] if self.log_path and self.log_path.exists() else ""
 
 
 def make_image_folder(
