@@ -10,6 +10,8 @@ BlackVIPError
     ├── BadRequestError              400
     ├── AuthenticationError          401
     ├── NotFoundError                404
+    ├── RequestInProgressError       409, after retries (the same request id is still being answered)
+    ├── ReplayExpiredError           410 (answered and charged once; its stored answer is gone)
     ├── PayloadTooLargeError         413
     ├── UnsupportedMediaTypeError    415
     ├── InvalidInputError            422
@@ -35,6 +37,8 @@ __all__ = [
     "PayloadTooLargeError",
     "ProtocolError",
     "QuotaExceededError",
+    "ReplayExpiredError",
+    "RequestInProgressError",
     "ServerError",
     "ServerUnavailableError",
     "TransportError",
@@ -88,6 +92,14 @@ class NotFoundError(APIStatusError):
     pass
 
 
+class RequestInProgressError(APIStatusError):
+    pass
+
+
+class ReplayExpiredError(APIStatusError):
+    pass
+
+
 class PayloadTooLargeError(APIStatusError):
     pass
 
@@ -116,6 +128,8 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
     404: NotFoundError,
+    409: RequestInProgressError,
+    410: ReplayExpiredError,
     413: PayloadTooLargeError,
     415: UnsupportedMediaTypeError,
     422: InvalidInputError,

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from client._exceptions import (
     APIStatusError,
     ProtocolError,
+    RequestInProgressError,
     ServerUnavailableError,
     TransportError,
     error_for_status,
@@ -158,7 +159,9 @@ class BlackVIPClient:
         return response
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One logical call: retried on connection errors and 503, raised on any other error."""
+        """One logical call: retried on connection errors, 503, and 409 (its request id still being
+        answered, e.g. after a timeout); raised on any other error. A charged call keeps one request
+        id across its retries, so the server replays an answer it already charged."""
         delays = self.retry.delays()
         while True:
             try:
@@ -169,7 +172,7 @@ class BlackVIPClient:
                 if response.status_code < 400:
                     return response
                 failure = _error_from(response)
-                if not isinstance(failure, ServerUnavailableError):
+                if not isinstance(failure, ServerUnavailableError | RequestInProgressError):
                     raise failure
             delay = next(delays, None)
             if delay is None:

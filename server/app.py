@@ -1,30 +1,34 @@
 """The app factory: settings in, FastAPI app out. The model loads in the background during the
-lifespan, so the health endpoint can answer 503 ("loading") until it is ready."""
+lifespan, so the health endpoint can answer 503 ("loading") until it is ready. On shutdown (SIGTERM)
+uvicorn stops accepting and lets requests finish; the lifespan then waits up to the grace period for
+charged calls still running in worker threads, writes the pending rejection counts, and only then
+closes the ledger."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.auth import KeyRing
 from server.clip_model import ClipBackend
-from server.errors import APIError
-from server.ledger import Ledger
+from server.errors import APIError, bounded_body, problems
+from server.ledger import Ledger, LedgerLimits, LedgerUnavailableError
+from server.ledger_schema import SchemaError
 from server.routes import router
-from server.service import QueryService
+from server.service import LEDGER_RETRY_AFTER_S, QueryService
 from server.settings import ServerSettings
 from server.state import AppState
-from shared.protocol import PROTOCOL_VERSION, ErrorBody, ErrorCode, ErrorDetail
+from shared.protocol import PROTOCOL_VERSION, ErrorCode
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "ledger_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +39,39 @@ _HTTP_CODES = {
     415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
     422: ErrorCode.VALIDATION_ERROR,
 }
+_PRUNE_EVERY_S = 60.0
+
+
+def ledger_limits(settings: ServerSettings) -> LedgerLimits:
+    return LedgerLimits(
+        quota_images=settings.quota_images,
+        max_tasks_per_key=settings.max_tasks_per_key,
+        idempotency_window_s=settings.idempotency_window_s,
+        replay_ttl_s=settings.replay_ttl,
+        replay_store_bytes=int(settings.replay_store_mb * 2**20),
+        busy_timeout_s=settings.ledger_busy_timeout_s,
+    )
 
 
 def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
-    """``on_fatal`` is called with a message if the model cannot be loaded (the CLI exits then)."""
+    """``on_fatal`` is called with a message if the model or the ledger cannot be opened."""
     state = AppState(settings=settings, keyring=KeyRing(settings.api_key_hashes), on_fatal=on_fatal)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.ledger = Ledger(settings.ledger)
+        try:
+            state.ledger = Ledger(settings.ledger, ledger_limits(settings))
+        except (SchemaError, LedgerUnavailableError, OSError) as exc:
+            _fatal(state, f"cannot open the ledger {settings.ledger}: {exc}")
+            raise
         loader = asyncio.create_task(_load_model(state))
+        upkeep = asyncio.create_task(_keep_ledger(state))
         try:
             yield
         finally:
             loader.cancel()
-            state.ledger.close()
+            upkeep.cancel()
+            await _drain_and_close(state)
 
     app = FastAPI(title="blackvip-sim CLIP service", version=PROTOCOL_VERSION, lifespan=lifespan)
     app.state.blackvip = state
@@ -60,59 +82,91 @@ def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None 
     return app
 
 
+def _fatal(state: AppState, message: str) -> None:
+    log.error("%s", message)
+    if state.on_fatal is not None:
+        state.on_fatal(message)
+
+
 async def _load_model(state: AppState) -> None:
     try:
         backend = await asyncio.to_thread(ClipBackend.load, state.settings)
     except Exception as exc:  # any failure must reach the operator, not hang the health check
         state.load_error = f"{type(exc).__name__}: {exc}"
-        log.error("model failed to load: %s", state.load_error)
-        if state.on_fatal is not None:
-            state.on_fatal(state.load_error)
+        _fatal(state, f"model failed to load: {state.load_error}")
         return
     assert state.ledger is not None
     state.service = QueryService(state.settings, backend, state.ledger)
     log.info("ready: serving %s", state.settings.model)
 
 
+async def _keep_ledger(state: AppState) -> None:
+    """Every few seconds: write the rejection counts, prove the ledger commits, prune old ids."""
+    assert state.ledger is not None
+    ledger, last_prune = state.ledger, 0.0
+    while True:
+        await asyncio.sleep(state.settings.rejection_flush_s)
+        prune = time.monotonic() - last_prune >= _PRUNE_EVERY_S
+        try:
+            await asyncio.to_thread(_upkeep, state, ledger, prune)
+        except LedgerUnavailableError as exc:
+            log.warning("ledger upkeep failed (health reports degraded): %s", exc)
+        else:
+            last_prune = time.monotonic() if prune else last_prune
+
+
+def _upkeep(state: AppState, ledger: Ledger, prune: bool) -> None:
+    state.rejections.flush(ledger)
+    if prune:
+        ledger.prune()
+    ledger.heartbeat()
+
+
+async def _drain_and_close(state: AppState) -> None:
+    if state.ledger is None:
+        return
+    if state.service is not None:
+        grace = state.settings.shutdown_grace_s
+        if not await asyncio.to_thread(state.service.wait_idle, grace):
+            log.warning("shutdown: charged calls still running after %.0f s; closing the ledger", grace)
+    await asyncio.to_thread(state.rejections.flush, state.ledger)
+    state.ledger.close()
+
+
 def _install_error_handlers(app: FastAPI, state: AppState) -> None:
-    async def reply(request: Request, status: int, detail: ErrorDetail) -> JSONResponse:
-        if state.ledger is not None and (status < 500 or status == 503):
-            key_id = getattr(request.state, "key_id", None)
-            route = request.scope.get("route")
-            endpoint = getattr(route, "path", request.url.path)
-            await run_in_threadpool(
-                state.ledger.record_rejection, key_id, endpoint, status, detail.code.value
-            )
-        body = ErrorBody(error=detail).model_dump(mode="json")
-        return JSONResponse(body, status_code=status)
+    def reply(request: Request, exc: APIError) -> JSONResponse:
+        # Counted in memory (no write, no lock shared with charges); labels are our own vocabulary.
+        route = request.scope.get("route")
+        key_id = getattr(request.state, "key_id", None)
+        state.rejections.add(key_id, getattr(route, "path", None), exc.status, exc.code.value)
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+        body = bounded_body(exc.code, exc.message, exc.detail)
+        return JSONResponse(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return await reply(
-            request, exc.status, ErrorDetail(code=exc.code, message=exc.message, detail=exc.detail)
+        return reply(request, exc)
+
+    @app.exception_handler(LedgerUnavailableError)
+    async def ledger_unavailable(request: Request, exc: LedgerUnavailableError) -> JSONResponse:
+        log.warning("ledger unavailable on %s: %s", request.url.path, exc)
+        message = "the query ledger is unavailable; nothing was charged or answered, retry shortly"
+        return reply(
+            request, APIError(503, ErrorCode.LEDGER_UNAVAILABLE, message, retry_after=LEDGER_RETRY_AFTER_S)
         )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
-        return await reply(
-            request,
-            422,
-            ErrorDetail(
-                code=ErrorCode.VALIDATION_ERROR, message="invalid request", detail={"errors": errors}
-            ),
-        )
+        errors = [{"field": ".".join(map(str, e["loc"])), "message": str(e["msg"])} for e in exc.errors()]
+        return reply(request, APIError(422, ErrorCode.VALIDATION_ERROR, "invalid request", problems(errors)))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, ErrorCode.INTERNAL_ERROR)
-        return await reply(request, exc.status_code, ErrorDetail(code=code, message=str(exc.detail)))
+        return reply(request, APIError(exc.status_code, code, str(exc.detail)))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return await reply(
-            request,
-            500,
-            ErrorDetail(code=ErrorCode.INTERNAL_ERROR, message=f"internal error: {type(exc).__name__}"),
-        )
+        message = f"internal error: {type(exc).__name__}"
+        return reply(request, APIError(500, ErrorCode.INTERNAL_ERROR, message))

@@ -50,6 +50,7 @@ class ClipBackend:
         self._mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
         self.lock = threading.RLock()  # one model call at a time on this device
+        self.image_calls = 0  # logits calls served, so a replay can be shown to run no model
 
     @classmethod
     def load(cls, settings: ServerSettings) -> ClipBackend:
@@ -93,6 +94,7 @@ class ClipBackend:
         passes = math.ceil(len(images) / self.forward_batch)
         outputs = []
         with self.lock, torch.inference_mode():
+            self.image_calls += 1
             scale = self.model.logit_scale.exp().float()
             for start in range(0, len(images), self.forward_batch):
                 # np.array copies: wire buffers are read-only and torch wants writable memory

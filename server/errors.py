@@ -1,24 +1,60 @@
 """The service's own exception: a status, a stable code and a message that names what is wrong.
 
 Raised anywhere below the HTTP layer (validation, quotas, ledger); ``server.app`` turns it into the
-one error body shape of ``shared.protocol.ErrorBody``.
+one error body shape of ``shared.protocol.ErrorBody``, kept small whatever the input: an echo of the
+sender's text is cut to ``ECHO_CHARS``, a list of problems to ``MAX_PROBLEMS`` plus a count, and a
+body that would still exceed ``MAX_ERROR_BYTES`` loses its detail.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from shared.protocol import ErrorCode
+from shared.protocol import ErrorBody, ErrorCode, ErrorDetail
 
-__all__ = ["APIError"]
+__all__ = ["ECHO_CHARS", "MAX_ERROR_BYTES", "MAX_PROBLEMS", "APIError", "bounded_body", "echo", "problems"]
+
+ECHO_CHARS = 64
+MAX_PROBLEMS = 10
+MAX_MESSAGE_CHARS = 1000
+MAX_ERROR_BYTES = 4096
 
 
 class APIError(Exception):
     def __init__(
-        self, status: int, code: ErrorCode, message: str, detail: dict[str, Any] | None = None
+        self,
+        status: int,
+        code: ErrorCode,
+        message: str,
+        detail: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.detail = detail
+        self.retry_after = retry_after  # seconds, sent as Retry-After
+
+
+def echo(value: object) -> str:
+    """``repr(value)``, cut to ``ECHO_CHARS`` characters: enough to recognise, never an amplifier."""
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
+
+
+def problems(items: list[dict[str, str]]) -> dict[str, Any]:
+    """The first ``MAX_PROBLEMS`` problems, each field cut short, and how many there were."""
+    shown = [{k: v[:ECHO_CHARS] for k, v in item.items()} for item in items[:MAX_PROBLEMS]]
+    return {"errors": shown, "total_errors": len(items)}
+
+
+def bounded_body(code: ErrorCode, message: str, detail: dict[str, Any] | None) -> dict[str, Any]:
+    """The JSON error body, at most ``MAX_ERROR_BYTES`` long."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, detail=detail)).model_dump(mode="json")
+    if len(json.dumps(body)) > MAX_ERROR_BYTES:
+        body["error"]["detail"] = {"truncated": True}
+    return body

@@ -3,12 +3,16 @@ holds whether or not a Content-Length header is sent (chunked bodies are counted
 
 from __future__ import annotations
 
-from starlette.requests import Request
+import logging
 
-from server.errors import APIError
+from starlette.requests import ClientDisconnect, Request
+
+from server.errors import APIError, echo
 from shared.protocol import ErrorCode
 
 __all__ = ["read_body"]
+
+log = logging.getLogger(__name__)
 
 
 def _too_large(limit: int, detail: str) -> APIError:
@@ -23,22 +27,28 @@ def _too_large(limit: int, detail: str) -> APIError:
 async def read_body(request: Request, content_type: str, limit: int) -> bytes:
     received_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if received_type != content_type:
+        shown = echo(received_type) if received_type else "none"
         raise APIError(
             415,
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            f"Content-Type must be {content_type}; received {received_type or 'none'}",
+            f"Content-Type must be {content_type}; received {shown}",
         )
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise APIError(400, ErrorCode.MALFORMED_BODY, f"bad Content-Length {declared!r}")
+            raise APIError(400, ErrorCode.MALFORMED_BODY, f"bad Content-Length {echo(declared)}")
         if int(declared) > limit:
             raise _too_large(limit, f"declares {declared} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit, f"exceeds {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, f"exceeds {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The sender went away mid-upload: nothing to answer, nothing charged, no traceback.
+        log.info("client disconnected after %d bytes of %s", size, request.url.path)
+        raise APIError(400, ErrorCode.CLIENT_DISCONNECTED, "the client disconnected mid-upload") from None
     return b"".join(chunks)

@@ -10,11 +10,11 @@ from typing import TypeVar
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from server.errors import APIError
+from server.errors import APIError, problems
 from shared.codec import ACCEPTED_IMAGE_DTYPES, CodecError, unpack
 from shared.protocol import ErrorCode, WireTensor
 
-__all__ = ["check_images", "check_labels", "parse_msgpack"]
+__all__ = ["check_images", "check_labels", "parse_json", "parse_msgpack", "validation_error"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -29,14 +29,26 @@ def parse_msgpack(body: bytes, model: type[ModelT]) -> ModelT:
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        fields = ", ".join(e["field"] for e in errors)
-        raise APIError(
-            422, ErrorCode.VALIDATION_ERROR, f"invalid request fields: {fields}", {"errors": errors}
-        ) from exc
+        raise validation_error(exc) from None
+
+
+def parse_json(body: bytes, model: type[ModelT]) -> ModelT:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def validation_error(exc: ValidationError) -> APIError:
+    """422 listing the first few bad fields (never the input itself, nor library links)."""
+    errors = [
+        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    detail = problems(errors)
+    fields = ", ".join(e["field"] for e in detail["errors"])
+    more = f" and {len(errors) - len(detail['errors'])} more" if len(errors) > len(detail["errors"]) else ""
+    return APIError(422, ErrorCode.VALIDATION_ERROR, f"invalid request fields: {fields}{more}", detail)
 
 
 def check_images(wire: WireTensor, image_size: int, max_images: int) -> np.ndarray:

@@ -1,8 +1,13 @@
 """The query ledger: a SQLite file (WAL, synchronous=FULL) that counts every model call.
 
-A charged query is committed before its response is sent, so a ``kill -9`` of the server loses no
-count. Rejected requests go to their own table and are never charged. Registered tasks are kept
-here too, so task ids survive a restart.
+A charge is one transaction that checks the key's quota against the ledger's own totals, records
+the query, remembers its request id (and, for a while, its answer) and, for a registration, stores
+the task. It commits before the response is sent, so a ``kill -9`` loses no count, and a request that
+would cross the quota changes nothing. Rejected requests are never charged: they arrive here as
+counters, flushed in batches (see ``server.rejections``).
+
+Every failure to write raises :class:`LedgerUnavailableError`; the server answers 503 and nothing is
+charged or answered.
 """
 
 from __future__ import annotations
@@ -11,45 +16,28 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Ledger", "QueryRecord", "StoredTask"]
+from server.ledger_schema import migrate
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS queries (
-    id INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    key_id TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    task_id TEXT,
-    request_id TEXT UNIQUE,
-    images INTEGER NOT NULL,
-    batch_passes INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    texts INTEGER NOT NULL,
-    cost REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS queries_by_key ON queries (key_id, endpoint);
-CREATE TABLE IF NOT EXISTS rejections (
-    id INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    key_id TEXT,
-    endpoint TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    code TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rejections_by_key ON rejections (key_id);
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY,
-    key_id TEXT NOT NULL,
-    class_names TEXT NOT NULL,
-    templates TEXT NOT NULL,
-    created REAL NOT NULL
-);
-"""
+__all__ = [
+    "Answer",
+    "DuplicateRequestError",
+    "Ledger",
+    "LedgerLimits",
+    "LedgerUnavailableError",
+    "QueryRecord",
+    "QuotaExceededError",
+    "Remembered",
+    "StoredTask",
+    "TaskLimitError",
+]
 
 _COUNT_COLUMNS = ("requests", "images", "batch_passes", "bytes", "texts", "cost")
+RejectionKey = tuple[str, str, int, str]  # (key id or "unauthenticated", route template, status, code)
 
 
 @dataclass(frozen=True)
@@ -73,37 +61,132 @@ class StoredTask:
     templates: list[str]
 
 
-class Ledger:
-    """Thread-safe; every write is its own committed transaction."""
+@dataclass(frozen=True)
+class Answer:
+    content: bytes
+    media_type: str
 
-    def __init__(self, path: Path) -> None:
+
+@dataclass(frozen=True)
+class Remembered:
+    """What the ledger knows of a request id: its body's hash and, while kept, its answer."""
+
+    body_hash: str
+    created: float
+    answer: Answer | None
+
+
+@dataclass(frozen=True)
+class LedgerLimits:
+    quota_images: int | None = None
+    max_tasks_per_key: int = 1000
+    idempotency_window_s: float = 86_400.0
+    replay_ttl_s: float = 900.0
+    replay_store_bytes: int = 256 * 2**20
+    busy_timeout_s: float = 5.0
+
+
+class LedgerUnavailableError(RuntimeError):
+    """The ledger cannot commit (disk full, read-only, locked, closed)."""
+
+
+class QuotaExceededError(Exception):
+    def __init__(self, used: int, quota: int, requested: int) -> None:
+        super().__init__(f"image quota exhausted: {used} of {quota} used, this batch has {requested}")
+        self.used, self.quota, self.requested = used, quota, requested
+
+
+class TaskLimitError(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"this key already has {limit} tasks, the most this server keeps per key")
+        self.limit = limit
+
+
+class DuplicateRequestError(Exception):
+    """The request id was charged meanwhile (a concurrent retry, perhaps on another replica)."""
+
+
+class Ledger:
+    """Thread-safe: one connection behind one lock, every charge its own transaction."""
+
+    def __init__(self, path: Path, limits: LedgerLimits | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.path, self.limits = path, limits or LedgerLimits()
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._closed = False
+        self.healthy = True
+        self._db = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=self.limits.busy_timeout_s
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._images_by_key = dict(
-            self._db.execute("SELECT key_id, SUM(images) FROM queries GROUP BY key_id").fetchall()
-        )
+        migrate(self._db)
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
 
-    def images_used(self, key_id: str) -> int:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the lock; any database failure is LedgerUnavailableError."""
         with self._lock:
-            return int(self._images_by_key.get(key_id, 0))
+            if self._closed:
+                raise LedgerUnavailableError("the ledger is closed (the server is shutting down)")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                self.healthy = False
+                raise LedgerUnavailableError(f"cannot open a ledger transaction: {exc}") from exc
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                self.healthy = False
+                raise LedgerUnavailableError(f"the ledger cannot commit: {exc}") from exc
+            except BaseException:
+                self._rollback()
+                raise
+            self.healthy = True
 
-    def record_query(self, record: QueryRecord) -> bool:
-        """Commit one charged query; False when its request id was already charged (a retry)."""
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # no transaction left to roll back
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO queries (ts, key_id, endpoint, task_id, request_id, images,"
-                " batch_passes, bytes, texts, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            if self._closed:
+                raise LedgerUnavailableError("the ledger is closed (the server is shutting down)")
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise LedgerUnavailableError(f"cannot read the ledger: {exc}") from exc
+
+    # -- charges -------------------------------------------------------------------------------
+
+    def charge(
+        self,
+        record: QueryRecord,
+        remember: tuple[str, Answer | None] | None = None,
+        task: StoredTask | None = None,
+    ) -> None:
+        """Commit one answered request: quota check, query row, key totals, the request id with its
+        body hash and answer (``remember``), and a newly registered ``task``, all or nothing."""
+        now = time.time()
+        with self._transaction() as db:
+            self._check_quota(db, record)
+            if task is not None:
+                self._insert_task(db, task, now)
+            if remember is not None and record.request_id is not None:
+                self._remember(db, record.key_id, record.request_id, remember, now)
+            db.execute(
+                "INSERT INTO queries (ts, key_id, endpoint, task_id, request_id, images, batch_passes,"
+                " bytes, texts, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    time.time(),
+                    now,
                     record.key_id,
                     record.endpoint,
                     record.task_id,
@@ -115,56 +198,158 @@ class Ledger:
                     record.cost,
                 ),
             )
-            charged = cursor.rowcount == 1
-            if charged:
-                used = self._images_by_key.get(record.key_id, 0)
-                self._images_by_key[record.key_id] = used + record.images
-            return charged
-
-    def record_rejection(self, key_id: str | None, endpoint: str, status: int, code: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO rejections (ts, key_id, endpoint, status, code) VALUES (?, ?, ?, ?, ?)",
-                (time.time(), key_id, endpoint, status, code),
+            db.execute(
+                "INSERT INTO key_usage (key_id, requests, images, cost) VALUES (?, 1, ?, ?)"
+                " ON CONFLICT (key_id) DO UPDATE SET requests = requests + 1,"
+                " images = images + excluded.images, cost = cost + excluded.cost",
+                (record.key_id, record.images, record.cost),
             )
 
-    def usage_by_endpoint(self, key_id: str) -> dict[str, dict[str, float]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT endpoint, COUNT(*), SUM(images), SUM(batch_passes), SUM(bytes), SUM(texts),"
-                " SUM(cost) FROM queries WHERE key_id = ? GROUP BY endpoint ORDER BY endpoint",
-                (key_id,),
+    def _check_quota(self, db: sqlite3.Connection, record: QueryRecord) -> None:
+        quota = self.limits.quota_images
+        if quota is None or record.images == 0:
+            return
+        row = db.execute("SELECT images FROM key_usage WHERE key_id = ?", (record.key_id,)).fetchone()
+        used = int(row[0]) if row else 0
+        if used + record.images > quota:
+            raise QuotaExceededError(used, quota, record.images)
+
+    def _insert_task(self, db: sqlite3.Connection, task: StoredTask, now: float) -> None:
+        if db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone():
+            return
+        count = db.execute("SELECT COUNT(*) FROM tasks WHERE key_id = ?", (task.key_id,)).fetchone()[0]
+        if count >= self.limits.max_tasks_per_key:
+            raise TaskLimitError(self.limits.max_tasks_per_key)
+        db.execute(
+            "INSERT INTO tasks (task_id, key_id, class_names, templates, created) VALUES (?, ?, ?, ?, ?)",
+            (task.task_id, task.key_id, json.dumps(task.class_names), json.dumps(task.templates), now),
+        )
+
+    def _remember(
+        self,
+        db: sqlite3.Connection,
+        key_id: str,
+        request_id: str,
+        remember: tuple[str, Answer | None],
+        now: float,
+    ) -> None:
+        body_hash, answer = remember
+        if answer is not None and len(answer.content) > self.limits.replay_store_bytes:
+            answer = None  # larger than the whole store: remember the id, not the answer
+        expired_before = now - self.limits.idempotency_window_s
+        cursor = db.execute(
+            "INSERT INTO idempotency (key_id, request_id, body_hash, created, answer, media_type,"
+            " answer_bytes) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key_id, request_id) DO UPDATE SET"
+            " body_hash = excluded.body_hash, created = excluded.created, answer = excluded.answer,"
+            " media_type = excluded.media_type, answer_bytes = excluded.answer_bytes"
+            " WHERE idempotency.created < ?",  # only an id past its window may be reused
+            (
+                key_id,
+                request_id,
+                body_hash,
+                now,
+                answer.content if answer else None,
+                answer.media_type if answer else None,
+                len(answer.content) if answer else 0,
+                expired_before,
+            ),
+        )
+        if cursor.rowcount != 1:
+            raise DuplicateRequestError(request_id)
+        if answer is not None:
+            self._evict_answers(db)
+
+    def _evict_answers(self, db: sqlite3.Connection) -> None:
+        """Drop the oldest stored answers until they fit ``replay_store_bytes`` (ids are kept)."""
+        stored = db.execute("SELECT COALESCE(SUM(answer_bytes), 0) FROM idempotency").fetchone()[0]
+        excess = stored - self.limits.replay_store_bytes
+        while excess > 0:
+            rows = db.execute(
+                "SELECT rowid, answer_bytes FROM idempotency WHERE answer IS NOT NULL"
+                " ORDER BY created LIMIT 64"
             ).fetchall()
+            if not rows:
+                return
+            for rowid, size in rows:
+                db.execute(
+                    "UPDATE idempotency SET answer = NULL, media_type = NULL, answer_bytes = 0"
+                    " WHERE rowid = ?",
+                    (rowid,),
+                )
+                excess -= size
+                if excess <= 0:
+                    return
+
+    def recall(self, key_id: str, request_id: str) -> Remembered | None:
+        """The request id's entry while inside its window; its answer only while inside the TTL."""
+        now = time.time()
+        rows = self._read(
+            "SELECT body_hash, created, answer, media_type FROM idempotency"
+            " WHERE key_id = ? AND request_id = ? AND created >= ?",
+            (key_id, request_id, now - self.limits.idempotency_window_s),
+        )
+        if not rows:
+            return None
+        body_hash, created, content, media_type = rows[0]
+        fresh = content is not None and created >= now - self.limits.replay_ttl_s
+        return Remembered(body_hash, created, Answer(bytes(content), media_type) if fresh else None)
+
+    def prune(self) -> None:
+        """Forget request ids past the window and answers past the TTL."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("DELETE FROM idempotency WHERE created < ?", (now - self.limits.idempotency_window_s,))
+            db.execute(
+                "UPDATE idempotency SET answer = NULL, media_type = NULL, answer_bytes = 0"
+                " WHERE answer IS NOT NULL AND created < ?",
+                (now - self.limits.replay_ttl_s,),
+            )
+
+    # -- rejections, heartbeat ---------------------------------------------------------------
+
+    def add_rejections(self, counts: Mapping[RejectionKey, int]) -> None:
+        """Add a batch of rejection counters in one transaction."""
+        if not counts:
+            return
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO rejection_counts (key_id, route, status, code, count) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (key_id, route, status, code) DO UPDATE SET count = count + excluded.count",
+                [(*key, count) for key, count in counts.items()],
+            )
+
+    def heartbeat(self) -> None:
+        """A tiny committed write: proves (or disproves) that the ledger can commit."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('heartbeat', ?)", (time.time(),))
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def images_used(self, key_id: str) -> int:
+        rows = self._read("SELECT images FROM key_usage WHERE key_id = ?", (key_id,))
+        return int(rows[0][0]) if rows else 0
+
+    def usage_by_endpoint(self, key_id: str) -> dict[str, dict[str, float]]:
+        rows = self._read(
+            "SELECT endpoint, COUNT(*), SUM(images), SUM(batch_passes), SUM(bytes), SUM(texts),"
+            " SUM(cost) FROM queries WHERE key_id = ? GROUP BY endpoint ORDER BY endpoint",
+            (key_id,),
+        )
         return {row[0]: dict(zip(_COUNT_COLUMNS, row[1:], strict=True)) for row in rows}
 
     def rejections_by_status(self, key_id: str) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT status, COUNT(*) FROM rejections WHERE key_id = ? GROUP BY status",
-                (key_id,),
-            ).fetchall()
-        return {str(status): count for status, count in rows}
+        rows = self._read(
+            "SELECT status, SUM(count) FROM rejection_counts WHERE key_id = ? GROUP BY status", (key_id,)
+        )
+        return {str(status): int(count) for status, count in rows}
 
-    def save_task(self, task: StoredTask) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO tasks (task_id, key_id, class_names, templates, created)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (
-                    task.task_id,
-                    task.key_id,
-                    json.dumps(task.class_names),
-                    json.dumps(task.templates),
-                    time.time(),
-                ),
-            )
+    def task_count(self, key_id: str) -> int:
+        return int(self._read("SELECT COUNT(*) FROM tasks WHERE key_id = ?", (key_id,))[0][0])
 
     def load_task(self, task_id: str, key_id: str) -> StoredTask | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT class_names, templates FROM tasks WHERE task_id = ? AND key_id = ?",
-                (task_id, key_id),
-            ).fetchone()
-        if row is None:
+        rows = self._read(
+            "SELECT class_names, templates FROM tasks WHERE task_id = ? AND key_id = ?", (task_id, key_id)
+        )
+        if not rows:
             return None
-        return StoredTask(task_id, key_id, json.loads(row[0]), json.loads(row[1]))
+        return StoredTask(task_id, key_id, json.loads(rows[0][0]), json.loads(rows[0][1]))

@@ -36,10 +36,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app = create_app(settings, on_fatal=on_fatal)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=5
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits 3 when the lifespan fails (e.g. the ledger cannot be opened)
+        if not failure:
+            raise
     if failure:
         print(f"blackvip-server: error: {failure[0]}", file=sys.stderr)
         return 1

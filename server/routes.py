@@ -1,8 +1,10 @@
 """HTTP endpoints. Thin: authenticate, read and check the body, then hand the blocking work
-(model forwards, ledger commits) to a worker thread so the event loop never runs the model."""
+(model forwards, ledger commits) to a worker thread so the event loop never runs the model. Health
+runs on the event loop itself, so a busy worker pool cannot make it time out."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, TypeVar
 
 import numpy as np
@@ -12,28 +14,27 @@ from starlette.concurrency import run_in_threadpool
 
 from server.errors import APIError
 from server.http_body import read_body
-from server.inputs import check_images, check_labels, parse_msgpack
+from server.inputs import check_images, check_labels, parse_json, parse_msgpack
 from server.ledger import StoredTask
-from server.service import Charge, QueryService, usage_from_ledger
+from server.service import Charge, QueryService, Served, body_hash, usage_from_ledger
 from server.state import AppState
-from shared.codec import ACCEPTED_IMAGE_DTYPES, OUTPUT_DTYPE, pack
+from server.tasks import check_task
+from shared.codec import ACCEPTED_IMAGE_DTYPES, OUTPUT_DTYPE
 from shared.protocol import (
     MSGPACK_CONTENT_TYPE,
     PROTOCOL_VERSION,
+    REPLAYED_HEADER,
     REQUEST_ID_HEADER,
     ErrorCode,
     HealthResponse,
     InfoResponse,
     LogitsRequest,
-    LogitsResponse,
     LossKind,
     LossRequest,
-    LossResponse,
     Routes,
     TaskRequest,
     TaskResponse,
     UsageResponse,
-    WireTensor,
 )
 
 __all__ = ["router"]
@@ -43,7 +44,7 @@ BatchRequest = TypeVar("BatchRequest", LogitsRequest, LossRequest)
 router = APIRouter()
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     return request.app.state.blackvip
 
 
@@ -54,7 +55,7 @@ def authenticate(
     request: Request, state: State, authorization: Annotated[str | None, Header()] = None
 ) -> str:
     key_id = state.keyring.identify(authorization)
-    request.state.key_id = key_id  # lets the error handler charge rejections to the right key
+    request.state.key_id = key_id  # lets the error handler count rejections for the right key
     return key_id
 
 
@@ -63,8 +64,8 @@ KeyId = Annotated[str, Depends(authenticate)]
 
 def ready_service(state: State, _key: KeyId) -> QueryService:
     if state.service is None:
-        message = state.load_error or "the model is still loading; retry shortly"
-        raise APIError(503, ErrorCode.NOT_READY, message)
+        message = "the model failed to load" if state.load_error else "the model is still loading"
+        raise APIError(503, ErrorCode.NOT_READY, f"{message}; retry shortly", retry_after=2.0)
     return state.service
 
 
@@ -72,25 +73,24 @@ Service = Annotated[QueryService, Depends(ready_service)]
 
 
 def request_id(x_request_id: Annotated[str | None, Header(alias=REQUEST_ID_HEADER)] = None) -> str | None:
-    if x_request_id is not None and not 1 <= len(x_request_id) <= 128:
-        raise APIError(422, ErrorCode.VALIDATION_ERROR, f"{REQUEST_ID_HEADER} must be 1-128 characters")
+    if x_request_id is not None and not (1 <= len(x_request_id) <= 128 and x_request_id.isprintable()):
+        raise APIError(
+            422, ErrorCode.VALIDATION_ERROR, f"{REQUEST_ID_HEADER} must be 1-128 printable characters"
+        )
     return x_request_id
 
 
 RequestId = Annotated[str | None, Depends(request_id)]
 
 
-def msgpack_response(model: LogitsResponse | LossResponse) -> Response:
-    return Response(pack(model.model_dump()), media_type=MSGPACK_CONTENT_TYPE)
+def served_response(served: Served) -> Response:
+    headers = {REPLAYED_HEADER: "true"} if served.replayed else None
+    return Response(served.answer.content, media_type=served.answer.media_type, headers=headers)
 
 
-def _task_response(task: StoredTask) -> TaskResponse:
-    return TaskResponse(
-        task_id=task.task_id,
-        num_classes=len(task.class_names),
-        class_names=task.class_names,
-        templates=task.templates,
-    )
+def _charge(request: Request, key_id: str, endpoint: str, rid: str | None, body: bytes) -> Charge:
+    digest = body_hash(request.method, request.url.path, body)
+    return Charge(key_id, endpoint, rid, len(body), digest)
 
 
 async def _read_batch(
@@ -100,23 +100,27 @@ async def _read_batch(
     key_id: str,
     task_id: str,
     model: type[BatchRequest],
-) -> tuple[StoredTask, int, BatchRequest, np.ndarray]:
-    """The task, the body size, the parsed request and its checked images (N, 3, S, S)."""
+) -> tuple[StoredTask, bytes, BatchRequest, np.ndarray]:
+    """The task, the body, the parsed request and its checked images (N, 3, S, S)."""
     task = await run_in_threadpool(service.get_task, key_id, task_id)
     body = await read_body(request, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
     parsed = await run_in_threadpool(parse_msgpack, body, model)
     images = await run_in_threadpool(
         check_images, parsed.images, service.backend.image_size, state.settings.max_batch_images
     )
-    return task, len(body), parsed, images
+    return task, body, parsed, images
 
 
 @router.get(Routes.HEALTH, response_model=HealthResponse)
-def health(state: State) -> JSONResponse:
-    if state.service is not None:
+async def health(state: State) -> JSONResponse:
+    # The reason a model failed to load is in the server's log and in /v1/info's 503 for a key
+    # holder: paths and library messages are not for anonymous callers.
+    if state.service is not None and state.ledger is not None and not state.ledger.healthy:
+        body, status = HealthResponse(status="degraded", detail="the query ledger cannot commit"), 503
+    elif state.service is not None:
         body, status = HealthResponse(status="ok"), 200
     elif state.load_error is not None:
-        body, status = HealthResponse(status="failed", detail=state.load_error), 503
+        body, status = HealthResponse(status="failed", detail="the model failed to load"), 503
     else:
         body, status = HealthResponse(status="loading"), 503
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
@@ -140,60 +144,72 @@ def info(state: State, service: Service) -> InfoResponse:
         price_per_1k_images=settings.price_per_1k_images,
         quota_images=settings.quota_images,
         auth_required=state.keyring.auth_required,
+        task_limits=settings.task_limits,
+        idempotency_window_s=settings.idempotency_window_s,
+        replay_ttl_s=settings.replay_ttl,
     )
 
 
-@router.post(Routes.TASKS)
+_TASK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": TaskRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post(Routes.TASKS, response_model=TaskResponse, openapi_extra=_TASK_BODY)
 async def register_task(
     request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
-) -> TaskResponse:
-    body = await read_body(request, "application/json", state.settings.max_request_bytes)
-    try:
-        task_request = TaskRequest.model_validate_json(body)
-    except ValueError as exc:
-        raise APIError(422, ErrorCode.VALIDATION_ERROR, f"invalid task: {exc}") from exc
-    charge = Charge(key_id, "tasks", rid, len(body))
-    task = await run_in_threadpool(service.register_task, task_request, charge)
-    return _task_response(task)
+) -> Response:
+    limits = state.settings.task_limits
+    body = await read_body(request, "application/json", limits.max_task_bytes)
+    task_request = await run_in_threadpool(parse_json, body, TaskRequest)
+    check_task(task_request, limits)  # before any text is formatted or tokenised
+    charge = _charge(request, key_id, "tasks", rid, body)
+    served = await run_in_threadpool(
+        service.serve, charge, partial(service.register_task, task_request, key_id)
+    )
+    return served_response(served)
 
 
 @router.get(Routes.TASK)
 def get_task(task_id: str, service: Service, key_id: KeyId) -> TaskResponse:
     task = service.get_task(key_id, task_id)
-    return _task_response(task)
+    return TaskResponse(
+        task_id=task.task_id,
+        num_classes=len(task.class_names),
+        class_names=task.class_names,
+        templates=task.templates,
+    )
 
 
 @router.post(Routes.LOGITS)
 async def logits(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
-    task, size, _, images = await _read_batch(request, state, service, key_id, task_id, LogitsRequest)
-    result = await run_in_threadpool(service.logits, task, images, Charge(key_id, "logits", rid, size))
-    return msgpack_response(LogitsResponse(logits=WireTensor.from_numpy(result.logits)))
+    task, body, _, images = await _read_batch(request, state, service, key_id, task_id, LogitsRequest)
+    charge = _charge(request, key_id, "logits", rid, body)
+    served = await run_in_threadpool(service.serve, charge, partial(service.logits, task, images, key_id))
+    return served_response(served)
 
 
 @router.post(Routes.LOSS)
 async def loss(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
-    task, size, parsed, images = await _read_batch(request, state, service, key_id, task_id, LossRequest)
+    task, body, parsed, images = await _read_batch(request, state, service, key_id, task_id, LossRequest)
     labels = check_labels(parsed.labels, len(images), len(task.class_names))
-    losses, correct = await run_in_threadpool(
-        service.loss,
-        task,
-        images,
-        labels,
-        parsed.loss.value,
-        parsed.focal_gamma,
-        Charge(key_id, "loss", rid, size),
-    )
-    return msgpack_response(LossResponse(losses=WireTensor.from_numpy(losses), correct=correct.tolist()))
+    charge = _charge(request, key_id, "loss", rid, body)
+    work = partial(service.loss, task, images, labels, parsed.loss.value, parsed.focal_gamma, key_id)
+    served = await run_in_threadpool(service.serve, charge, work)
+    return served_response(served)
 
 
 @router.get(Routes.USAGE)
 async def usage(state: State, key_id: KeyId) -> UsageResponse:
     if state.ledger is None:
-        raise APIError(503, ErrorCode.NOT_READY, "the ledger is not open yet")
+        raise APIError(503, ErrorCode.NOT_READY, "the ledger is not open yet", retry_after=2.0)
     return await run_in_threadpool(
-        usage_from_ledger, state.ledger, key_id, state.settings.price_per_1k_images
+        usage_from_ledger, state.ledger, state.rejections, key_id, state.settings.price_per_1k_images
     )

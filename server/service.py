@@ -1,8 +1,11 @@
-"""What each endpoint does, apart from HTTP: tasks, quota, model calls and their charges.
+"""What each endpoint does, apart from HTTP: tasks, model calls, and charging them exactly once.
 
-Methods here block (model forwards, SQLite commits) and are called from a worker thread. The quota
-check, the forward pass and the ledger commit happen under the model lock, so concurrent requests
-can neither overrun a quota nor be served without being counted.
+Methods here block (model forwards, SQLite commits) and are called from a worker thread.
+``serve`` wraps every charged call in the idempotency protocol: scope (API key, request id); a
+first request is computed, then charged in one ledger transaction together with its body hash and
+answer; a repeat with the same body replays that answer (no model call, no charge); a repeat with
+another body is 422; a repeat while the first is still running is 409; a repeat whose answer has
+been dropped is 410, never a free recompute. The quota is checked inside the charging transaction.
 """
 
 from __future__ import annotations
@@ -10,18 +13,44 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from server.clip_model import ClipBackend, ForwardResult, per_image_loss
-from server.errors import APIError
-from server.ledger import Ledger, QueryRecord, StoredTask
+from server.clip_model import ClipBackend, per_image_loss
+from server.errors import APIError, echo
+from server.ledger import (
+    Answer,
+    DuplicateRequestError,
+    Ledger,
+    LedgerUnavailableError,
+    QueryRecord,
+    QuotaExceededError,
+    Remembered,
+    StoredTask,
+    TaskLimitError,
+)
+from server.rejections import RejectionCounter
 from server.settings import ServerSettings
-from shared.protocol import ErrorCode, TaskRequest, UsageCounts, UsageResponse
+from server.tasks import TextFeatureCache
+from shared.codec import pack
+from shared.protocol import (
+    MSGPACK_CONTENT_TYPE,
+    ErrorCode,
+    LogitsResponse,
+    LossResponse,
+    TaskRequest,
+    TaskResponse,
+    UsageCounts,
+    UsageResponse,
+    WireTensor,
+)
 
-__all__ = ["Charge", "QueryService", "usage_from_ledger"]
+__all__ = ["Charge", "QueryService", "Served", "Work", "body_hash", "usage_from_ledger"]
+
+LEDGER_RETRY_AFTER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +61,32 @@ class Charge:
     endpoint: str
     request_id: str | None
     bytes: int
+    body_hash: str
+
+
+@dataclass(frozen=True)
+class Work:
+    """A computed answer and what it cost."""
+
+    answer: Answer
+    task_id: str
+    images: int = 0
+    batch_passes: int = 0
+    texts: int = 0
+    new_task: StoredTask | None = None
+
+
+@dataclass(frozen=True)
+class Served:
+    answer: Answer
+    replayed: bool
+
+
+def body_hash(method: str, path: str, body: bytes) -> str:
+    """What makes two requests under one id "the same": method, path (with the task id) and body."""
+    digest = hashlib.sha256(f"{method} {path}\n".encode())
+    digest.update(body)
+    return digest.hexdigest()
 
 
 class QueryService:
@@ -39,89 +94,151 @@ class QueryService:
         self.settings = settings
         self.backend = backend
         self.ledger = ledger
-        self._features: dict[str, torch.Tensor] = {}  # task id -> (C, D) class embeddings
-        self._features_lock = threading.Lock()
+        self.features = TextFeatureCache(int(settings.text_cache_mb * 2**20))
+        self._claimed: set[tuple[str, str]] = set()  # (key, request id) being computed now
+        self._active = 0  # charged calls in progress, for a draining shutdown
+        self._state = threading.Condition()
 
-    def register_task(self, request: TaskRequest, charge: Charge) -> StoredTask:
-        texts = len(request.class_names) * len(request.templates)
-        if texts > self.settings.max_texts:
-            raise APIError(
-                422,
-                ErrorCode.VALIDATION_ERROR,
-                f"task has {texts} class x template texts; at most {self.settings.max_texts} are accepted",
-            )
-        task = StoredTask(
-            task_id=self._task_id(charge.key_id, request),
+    # -- the idempotency protocol ----------------------------------------------------------------
+
+    def serve(self, charge: Charge, work: Callable[[], Work]) -> Served:
+        with self._in_progress():
+            if charge.request_id is None:
+                done = work()
+                self._commit(charge, done)
+                return Served(done.answer, replayed=False)
+            with self._claim(charge.key_id, charge.request_id):
+                seen = self.ledger.recall(charge.key_id, charge.request_id)
+                if seen is not None:
+                    return Served(_replay(seen, charge), replayed=True)
+                done = work()
+                try:
+                    self._commit(charge, done)
+                except DuplicateRequestError:  # charged meanwhile elsewhere (another replica)
+                    seen = self.ledger.recall(charge.key_id, charge.request_id)
+                    if seen is None:
+                        raise _expired(charge.request_id) from None
+                    return Served(_replay(seen, charge), replayed=True)
+                return Served(done.answer, replayed=False)
+
+    @contextmanager
+    def _claim(self, key_id: str, request_id: str) -> Iterator[None]:
+        claim = (key_id, request_id)
+        with self._state:
+            if claim in self._claimed:
+                raise APIError(
+                    409,
+                    ErrorCode.REQUEST_IN_PROGRESS,
+                    f"request id {echo(request_id)} is still being answered; retry shortly",
+                    retry_after=1.0,
+                )
+            self._claimed.add(claim)
+        try:
+            yield
+        finally:
+            with self._state:
+                self._claimed.discard(claim)
+
+    @contextmanager
+    def _in_progress(self) -> Iterator[None]:
+        with self._state:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._active -= 1
+                self._state.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no charged call is in progress; False if ``timeout`` passed first."""
+        with self._state:
+            return self._state.wait_for(lambda: self._active == 0, timeout=timeout)
+
+    def _commit(self, charge: Charge, done: Work) -> None:
+        record = QueryRecord(
             key_id=charge.key_id,
-            class_names=list(request.class_names),
-            templates=list(request.templates),
+            endpoint=charge.endpoint,
+            task_id=done.task_id,
+            request_id=charge.request_id,
+            images=done.images,
+            batch_passes=done.batch_passes,
+            bytes=charge.bytes,
+            texts=done.texts,
+            cost=done.images * self.settings.price_per_1k_images / 1000.0,
         )
-        encoded = self._ensure_features(task)
-        self.ledger.save_task(task)
-        self._record(charge, task.task_id, images=0, passes=0, texts=texts if encoded else 0)
-        return task
+        remember = (
+            (charge.body_hash, done.answer) if self.settings.replay_ttl > 0 else (charge.body_hash, None)
+        )
+        try:
+            self.ledger.charge(record, remember=remember, task=done.new_task)
+        except QuotaExceededError as exc:
+            raise _quota_error(exc) from None
+        except TaskLimitError as exc:
+            raise _task_limit_error(exc) from None
+        except LedgerUnavailableError as exc:
+            raise APIError(
+                503,
+                ErrorCode.LEDGER_UNAVAILABLE,
+                "the query ledger cannot record charges right now; "
+                "nothing was charged or answered, retry shortly",
+                retry_after=LEDGER_RETRY_AFTER_S,
+            ) from exc
+
+    # -- the work of each endpoint -----------------------------------------------------------------
+
+    def register_task(self, request: TaskRequest, key_id: str) -> Work:
+        task_id = self._task_id(key_id, request)
+        known = self.ledger.load_task(task_id, key_id) is not None
+        if not known and self.ledger.task_count(key_id) >= self.settings.max_tasks_per_key:
+            raise _task_limit_error(TaskLimitError(self.settings.max_tasks_per_key))  # before any text work
+        task = StoredTask(task_id, key_id, list(request.class_names), list(request.templates))
+        self.features.get(task_id, lambda: self.backend.encode_texts(task.class_names, task.templates))
+        response = TaskResponse(
+            task_id=task_id,
+            num_classes=len(task.class_names),
+            class_names=task.class_names,
+            templates=task.templates,
+        )
+        return Work(
+            answer=Answer(response.model_dump_json().encode(), "application/json"),
+            task_id=task_id,
+            texts=0 if known else len(task.class_names) * len(task.templates),
+            new_task=None if known else task,
+        )
 
     def get_task(self, key_id: str, task_id: str) -> StoredTask:
         task = self.ledger.load_task(task_id, key_id)
         if task is None:  # another key's task is as unknown as a made-up id
-            raise APIError(404, ErrorCode.NOT_FOUND, f"no task {task_id!r} for this API key")
+            raise APIError(404, ErrorCode.NOT_FOUND, f"no task {echo(task_id)} for this API key")
         return task
 
-    def logits(self, task: StoredTask, images: np.ndarray, charge: Charge) -> ForwardResult:
-        self._ensure_features(task)
-        with self.backend.lock:
-            self._check_quota(charge.key_id, len(images))
-            result = self.backend.logits(images, self._features[task.task_id])
-            self._record(charge, task.task_id, len(images), result.batch_passes, texts=0)
-        return result
+    def logits(self, task: StoredTask, images: np.ndarray, key_id: str) -> Work:
+        logits, passes = self._forward(task, images, key_id)
+        answer = pack(LogitsResponse(logits=WireTensor.from_numpy(logits)).model_dump())
+        return Work(Answer(answer, MSGPACK_CONTENT_TYPE), task.task_id, len(images), passes)
 
     def loss(
-        self,
-        task: StoredTask,
-        images: np.ndarray,
-        labels: np.ndarray,
-        kind: str,
-        gamma: float,
-        charge: Charge,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        result = self.logits(task, images, charge)
-        return per_image_loss(result.logits, labels, kind, gamma)
-
-    def _ensure_features(self, task: StoredTask) -> bool:
-        """Compute and cache the task's class embeddings once; True when this call computed them."""
-        with self._features_lock:
-            if task.task_id in self._features:
-                return False
-            self._features[task.task_id] = self.backend.encode_texts(task.class_names, task.templates)
-            return True
-
-    def _check_quota(self, key_id: str, images: int) -> None:
-        quota = self.settings.quota_images
-        if quota is None:
-            return
-        used = self.ledger.images_used(key_id)
-        if used + images > quota:
-            raise APIError(
-                429,
-                ErrorCode.QUOTA_EXCEEDED,
-                f"image quota exhausted: {used} of {quota} used, this batch has {images}",
-                {"quota_images": quota, "used": used, "requested": images},
-            )
-
-    def _record(self, charge: Charge, task_id: str, images: int, passes: int, texts: int) -> None:
-        self.ledger.record_query(
-            QueryRecord(
-                key_id=charge.key_id,
-                endpoint=charge.endpoint,
-                task_id=task_id,
-                request_id=charge.request_id,
-                images=images,
-                batch_passes=passes,
-                bytes=charge.bytes,
-                texts=texts,
-                cost=images * self.settings.price_per_1k_images / 1000.0,
-            )
+        self, task: StoredTask, images: np.ndarray, labels: np.ndarray, kind: str, gamma: float, key_id: str
+    ) -> Work:
+        logits, passes = self._forward(task, images, key_id)
+        losses, correct = per_image_loss(logits, labels, kind, gamma)
+        response = LossResponse(losses=WireTensor.from_numpy(losses), correct=correct.tolist())
+        return Work(
+            Answer(pack(response.model_dump()), MSGPACK_CONTENT_TYPE), task.task_id, len(images), passes
         )
+
+    def _forward(self, task: StoredTask, images: np.ndarray, key_id: str) -> tuple[np.ndarray, int]:
+        quota = self.settings.quota_images
+        if quota is not None:  # cheap early refusal; the charge re-checks inside its transaction
+            used = self.ledger.images_used(key_id)
+            if used + len(images) > quota:
+                raise _quota_error(QuotaExceededError(used, quota, len(images)))
+        features, _ = self.features.get(
+            task.task_id, lambda: self.backend.encode_texts(task.class_names, task.templates)
+        )
+        result = self.backend.logits(images, features)
+        return result.logits, result.batch_passes
 
     def _task_id(self, key_id: str, request: TaskRequest) -> str:
         # Same key + model + classes + templates -> same id, so registering again is harmless.
@@ -131,7 +248,44 @@ class QueryService:
         return "task-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def usage_from_ledger(ledger: Ledger, key_id: str, price_per_1k_images: float) -> UsageResponse:
+def _replay(seen: Remembered, charge: Charge) -> Answer:
+    if seen.body_hash != charge.body_hash:
+        raise APIError(
+            422,
+            ErrorCode.IDEMPOTENCY_MISMATCH,
+            f"request id {echo(charge.request_id)} was already used with a different request; "
+            "use a new id for a new request",
+        )
+    if seen.answer is None:
+        raise _expired(charge.request_id)
+    return seen.answer
+
+
+def _expired(request_id: str | None) -> APIError:
+    return APIError(
+        410,
+        ErrorCode.REPLAY_EXPIRED,
+        f"request id {echo(request_id)} was answered and charged, but its stored answer has expired; "
+        "it is not recomputed and not charged again: send the work again under a new id",
+    )
+
+
+def _task_limit_error(exc: TaskLimitError) -> APIError:
+    return APIError(429, ErrorCode.TASK_LIMIT_REACHED, str(exc), {"max_tasks_per_key": exc.limit})
+
+
+def _quota_error(exc: QuotaExceededError) -> APIError:
+    return APIError(
+        429,
+        ErrorCode.QUOTA_EXCEEDED,
+        str(exc),
+        {"quota_images": exc.quota, "used": exc.used, "requested": exc.requested},
+    )
+
+
+def usage_from_ledger(
+    ledger: Ledger, rejections: RejectionCounter, key_id: str, price_per_1k_images: float
+) -> UsageResponse:
     by_endpoint = {name: UsageCounts(**counts) for name, counts in ledger.usage_by_endpoint(key_id).items()}
     total = UsageCounts(
         **{
@@ -139,7 +293,7 @@ def usage_from_ledger(ledger: Ledger, key_id: str, price_per_1k_images: float) -
             for name in UsageCounts.model_fields
         }
     )
-    rejected = ledger.rejections_by_status(key_id)
+    rejected = rejections.by_status(ledger, key_id)
     return UsageResponse(
         key_id=key_id,
         total=total,

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.protocol import TaskLimits
 
 __all__ = ["ServerSettings", "SettingsError", "hash_api_key", "parse_args", "shipped_weights"]
 
@@ -39,11 +42,56 @@ class ServerSettings(BaseModel):
     api_key_hashes: frozenset[str] = frozenset()
     max_batch_images: int = Field(2048, ge=1)  # the byte limit binds first for large images
     max_request_bytes: int = Field(64 * 2**20, ge=1024)
+    max_task_bytes: int = Field(2**20, ge=1024)
+    max_classes: int = Field(1000, ge=1)  # ImageNet's 1,000 fit
+    max_templates: int = Field(100, ge=1)  # CLIP's 80-template ensemble fits
+    max_class_name_chars: int = Field(200, ge=1)
+    max_template_chars: int = Field(300, ge=2)
     max_texts: int = Field(100_000, ge=1)
+    max_tasks_per_key: int = Field(1000, ge=1)
+    text_cache_mb: float = Field(256.0, gt=0.0)  # cached class embeddings; evicted ones are recomputed
     forward_batch: int = Field(64, ge=1)
     price_per_1k_images: float = Field(1.0, ge=0.0)
     quota_images: int | None = Field(None, ge=0)
+    idempotency_window_s: float = Field(86_400.0, gt=0.0)
+    replay_ttl_s: float = Field(900.0, ge=0.0)
+    replay_store_mb: float = Field(256.0, ge=0.0)
+    ledger_busy_timeout_s: float = Field(5.0, gt=0.0)
+    rejection_flush_s: float = Field(5.0, gt=0.0)
+    shutdown_grace_s: float = Field(30.0, ge=0.0)
+    allow_open: bool = False
+    # Where clients reach the service when it sits behind a port mapping (a container binds 0.0.0.0 in
+    # its own network); the open-API check looks at this address instead of --host.
+    published_on: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _open_only_on_loopback(self) -> ServerSettings:
+        reachable_at = self.published_on or self.host
+        if not self.api_key_hashes and not self.allow_open and not is_loopback(reachable_at):
+            raise SettingsError(
+                f"refusing to serve on {reachable_at} with no API keys: anyone who can reach it could "
+                "spend its compute. Set --api-keys/--keys-file (BLACKVIP_API_KEYS), bind 127.0.0.1, "
+                "or pass --allow-open (BLACKVIP_ALLOW_OPEN=1) to serve an open API on purpose"
+            )
+        return self
+
+    @property
+    def task_limits(self) -> TaskLimits:
+        return TaskLimits(
+            max_task_bytes=self.max_task_bytes,
+            max_classes=self.max_classes,
+            max_templates=self.max_templates,
+            max_class_name_chars=self.max_class_name_chars,
+            max_template_chars=self.max_template_chars,
+            max_texts=self.max_texts,
+            max_tasks_per_key=self.max_tasks_per_key,
+        )
+
+    @property
+    def replay_ttl(self) -> float:
+        """Answers are never kept longer than their request ids."""
+        return min(self.replay_ttl_s, self.idempotency_window_s)
 
     @property
     def weights_label(self) -> str:
@@ -70,6 +118,15 @@ def shipped_weights(model: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
+
+
 def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -89,7 +146,19 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         )
     keys = _split_keys(args.api_keys) + _read_keys_file(args.keys_file)
     values = {k: v for k, v in vars(args).items() if k not in {"api_keys", "keys_file"}}
-    return ServerSettings(**values, api_key_hashes=frozenset(hash_api_key(k) for k in keys))
+    try:
+        return ServerSettings(**values, api_key_hashes=frozenset(hash_api_key(k) for k in keys))
+    except ValidationError as exc:
+        raise SettingsError(_first_problem(exc)) from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, SettingsError):
+        return str(cause)
+    field = ".".join(str(part) for part in error["loc"]) or "settings"
+    return f"--{field.replace('_', '-')}: {error['msg']}"
 
 
 def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -120,10 +189,25 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--keys-file", "file with one API key per line", type=Path, default=None)
     add("--max-batch-images", "most images in one request", type=int)
     add("--max-request-bytes", "largest request body accepted", type=int)
+    add("--max-task-bytes", "largest task registration body", type=int)
+    add("--max-classes", "most class names in one task", type=int)
+    add("--max-templates", "most templates in one task", type=int)
+    add("--max-class-name-chars", "longest class name", type=int)
+    add("--max-template-chars", "longest template", type=int)
     add("--max-texts", "most class-name x template texts in one task", type=int)
+    add("--max-tasks-per-key", "most tasks one key may register", type=int)
+    add("--text-cache-mb", "memory for cached class embeddings (evicted ones are recomputed)", type=float)
     add("--forward-batch", "images per model forward pass", type=int)
     add("--price-per-1k-images", "cost charged per 1,000 images", type=float)
     add("--quota-images", "images each key may send in all (default: no limit)", type=int)
+    add("--idempotency-window-s", "how long a request id is remembered and never charged twice", type=float)
+    add("--replay-ttl-s", "how long an answer is kept for a replay of its request id", type=float)
+    add("--replay-store-mb", "most memory the stored answers may take in the ledger", type=float)
+    add("--ledger-busy-timeout-s", "how long a commit waits for a locked ledger", type=float)
+    add("--rejection-flush-s", "how often rejected-request counts are written to the ledger", type=float)
+    add("--shutdown-grace-s", "on SIGTERM, how long in-flight requests may finish", type=float)
+    add("--allow-open", "serve with no API keys on a non-loopback address", action="store_true")
+    add("--published-on", "address the service is published on behind a port mapping (containers)")
     add("--log-level", "logging level", choices=["debug", "info", "warning", "error"])
     return parser
 

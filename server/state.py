@@ -1,12 +1,14 @@
-"""What the running app holds: settings, keys, ledger, and the model once it has loaded."""
+"""What the running app holds: settings, keys, ledger, rejection counters, and the model once it
+has loaded."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from server.auth import KeyRing
 from server.ledger import Ledger
+from server.rejections import RejectionCounter
 from server.service import QueryService
 from server.settings import ServerSettings
 
@@ -21,3 +23,4 @@ class AppState:
     ledger: Ledger | None = None
     service: QueryService | None = None  # None until the model has loaded
     load_error: str | None = None
+    rejections: RejectionCounter = field(default_factory=RejectionCounter)

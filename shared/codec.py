@@ -31,6 +31,9 @@ _KNOWN_DTYPES: dict[str, np.dtype] = {
     name: np.dtype(name).newbyteorder("<") for name in ("float32", "float16", "uint8", "int64")
 }
 _MAX_NDIM = 8
+# Bounds on what one body may unpack into: a 64 MB body of one-byte integers would otherwise become
+# gigabytes of Python objects. Tensors travel as one binary blob, so real requests stay far below.
+_UNPACK_LIMITS = {"max_array_len": 100_000, "max_map_len": 256, "max_str_len": 65_536, "max_ext_len": 0}
 
 
 class CodecError(ValueError):
@@ -45,9 +48,9 @@ def pack(obj: Any) -> bytes:
 def unpack(payload: bytes) -> Any:
     """Parse one msgpack object; anything malformed raises :class:`CodecError`."""
     try:
-        return msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
     except Exception as exc:  # msgpack raises a zoo of types (ValueError, ExtraData, ...)
-        raise CodecError(f"body is not valid msgpack: {exc}") from exc
+        raise CodecError(f"body is not valid msgpack ({type(exc).__name__}: {_short(exc)})") from None
 
 
 def encode_tensor(array: np.ndarray) -> dict[str, Any]:
@@ -91,12 +94,18 @@ def _check_shape(shape: Any) -> list[int]:
     if len(shape) > _MAX_NDIM:
         raise CodecError(f"tensor has {len(shape)} dimensions; at most {_MAX_NDIM} are accepted")
     if not all(isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape):
-        raise CodecError(f"tensor shape must hold non-negative integers; got {list(shape)!r}")
+        raise CodecError(f"tensor shape must hold non-negative integers; got {_short(list(shape))}")
     return list(shape)
 
 
 def _check_dtype(name: Any, allowed: tuple[str, ...] | None) -> np.dtype:
     choices = allowed if allowed is not None else tuple(_KNOWN_DTYPES)
     if not isinstance(name, str) or name not in choices:
-        raise CodecError(f"tensor dtype must be one of {list(choices)}; got {name!r}")
+        raise CodecError(f"tensor dtype must be one of {list(choices)}; got {_short(name)}")
     return _KNOWN_DTYPES[name]
+
+
+def _short(value: Any, limit: int = 64) -> str:
+    """A repr cut to ``limit`` characters: error messages never echo a sender's payload in full."""
+    text = str(value) if isinstance(value, Exception) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

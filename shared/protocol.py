@@ -6,11 +6,12 @@ and their outputs, because a (64, 3, 224, 224) float32 batch is 38.5 MB.
 
 from __future__ import annotations
 
+import string
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.codec import decode_tensor, encode_tensor
 
@@ -28,19 +29,25 @@ __all__ = [
     "LossKind",
     "LossRequest",
     "LossResponse",
+    "REPLAYED_HEADER",
     "Routes",
+    "TaskLimits",
     "TaskRequest",
     "TaskResponse",
     "UsageCounts",
     "UsageResponse",
     "WireTensor",
+    "template_problem",
 ]
 
 # Major.minor: a client refuses a server whose major differs.
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 MSGPACK_CONTENT_TYPE = "application/msgpack"
-# Lets a retried request be recognised, so a lost response is never charged twice.
+# An idempotency key, scoped to the API key: a retry with the same id and body replays the stored
+# answer (no model call, no second charge); the same id with another body is refused.
 REQUEST_ID_HEADER = "X-Request-ID"
+# Set to "true" on an answer that was replayed from the idempotency store rather than computed.
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class Routes:
@@ -72,7 +79,13 @@ class ErrorCode(StrEnum):
     TOO_MANY_IMAGES = "too_many_images"
     BODY_TOO_LARGE = "body_too_large"
     QUOTA_EXCEEDED = "quota_exceeded"
+    TASK_LIMIT_REACHED = "task_limit_reached"
+    REQUEST_IN_PROGRESS = "request_in_progress"
+    IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
+    REPLAY_EXPIRED = "replay_expired"
+    CLIENT_DISCONNECTED = "client_disconnected"
     NOT_READY = "not_ready"
+    LEDGER_UNAVAILABLE = "ledger_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -102,9 +115,21 @@ class WireTensor(_Model):
 
 
 class HealthResponse(_Model):
-    status: Literal["ok", "loading", "failed"]
+    status: Literal["ok", "loading", "failed", "degraded"]  # degraded: the ledger cannot commit
     protocol_version: str = PROTOCOL_VERSION
     detail: str | None = None
+
+
+class TaskLimits(_Model):
+    """What one task registration may hold; everything is checked before any text is built."""
+
+    max_task_bytes: int
+    max_classes: int
+    max_templates: int
+    max_class_name_chars: int
+    max_template_chars: int
+    max_texts: int  # classes x templates
+    max_tasks_per_key: int
 
 
 class InfoResponse(_Model):
@@ -123,19 +148,35 @@ class InfoResponse(_Model):
     price_per_1k_images: float
     quota_images: int | None
     auth_required: bool
+    task_limits: TaskLimits
+    idempotency_window_s: float  # how long a request id is remembered (and never charged twice)
+    replay_ttl_s: float  # how long the answer itself is kept for a replay
 
 
 class TaskRequest(_Model):
+    """Counts, lengths and the template grammar are checked by the server against its ``TaskLimits``
+    (before any text is formatted or tokenised); ``template_problem`` is the grammar."""
+
     class_names: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
     templates: Annotated[list[str], Field(min_length=1)] = ["a photo of a {}."]
 
-    @field_validator("templates")
-    @classmethod
-    def _templates_take_a_class_name(cls, templates: list[str]) -> list[str]:
-        for template in templates:
-            if template.count("{}") != 1:
-                raise ValueError(f"template {template!r} must contain exactly one '{{}}'")
-        return templates
+
+def template_problem(template: str) -> str | None:
+    """Why ``template`` is not a valid class-name template, or None.
+
+    A template holds exactly one bare ``{}`` field: no name, index, conversion or format spec
+    (``str.format`` would look those up or pad by them); ``{{`` and ``}}`` stand for literal braces.
+    """
+    try:
+        fields = [parsed[1:] for parsed in string.Formatter().parse(template) if parsed[1] is not None]
+    except ValueError as exc:  # a lone brace
+        return f"unbalanced braces ({exc}); write {{{{ or }}}} for a literal brace"
+    if len(fields) != 1:
+        return f"must contain exactly one '{{}}' field; found {len(fields)}"
+    name, spec, conversion = fields[0]
+    if name or spec or conversion:
+        return "the field must be a bare '{}': no name, index, conversion or format spec"
+    return None
 
 
 class TaskResponse(_Model):

@@ -85,7 +85,8 @@ def test_compose_services_run_as_local_processes(tmp_path: Path) -> None:
     server_mounts = Mounts(server["volumes"], tmp_path / "volumes", shell)
     argv, env = service_process(server, server_mounts, shell)
     container_port = env["BLACKVIP_PORT"]
-    assert server["ports"][0].endswith(f":{container_port}")  # the published port is the one served
+    published = interpolate(server["ports"][0], shell)
+    assert published == f"127.0.0.1:8000:{container_port}"  # on loopback, the port that is served
     env.update(BLACKVIP_HOST="127.0.0.1", BLACKVIP_PORT=str(port))  # loopback instead of the container's
     health = [
         part.replace(f"127.0.0.1:{container_port}", f"127.0.0.1:{port}")
@@ -115,6 +116,30 @@ def test_compose_services_run_as_local_processes(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=30)
     ledger = Path(server_mounts.local("/data/ledger.sqlite3"))
+    assert "refusing to serve" not in (tmp_path / "server.log").read_text()
     with sqlite3.connect(ledger) as db:
         images = db.execute("SELECT SUM(images) FROM queries").fetchone()[0]
     assert images == sum(s["train"]["images"] + s["eval"]["images"] for s in summaries)
+
+
+def test_compose_published_on_every_interface_needs_keys(tmp_path: Path) -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    server = compose["services"]["server"]
+    for shell, starts in (
+        ({"BLACKVIP_BIND": "0.0.0.0"}, False),
+        ({"BLACKVIP_BIND": "0.0.0.0", "BLACKVIP_API_KEYS": "k"}, True),
+    ):
+        argv, env = service_process(server, Mounts(server["volumes"], tmp_path / "v", shell), shell)
+        env.update(BLACKVIP_PORT=str(free_port()), BLACKVIP_MODEL="tiny-vit", BLACKVIP_RANDOM_INIT="1")
+        process = subprocess.Popen(argv, env={"PATH": str(BIN), **env}, stderr=subprocess.PIPE, text=True)
+        try:
+            returncode = process.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # still serving: it started
+            returncode = None
+        finally:
+            process.terminate()
+            stderr = process.communicate(timeout=30)[1]
+        if starts:
+            assert returncode is None, stderr
+        else:
+            assert returncode == 2 and "no API keys" in stderr and "0.0.0.0" in stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def assert_meter_equals_usage(client: BlackVIPClient) -> None:
 
 def test_sdk_against_real_server_then_kill_9_and_restart(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.sqlite3"
-    argv = tiny_argv(ledger)
+    argv = tiny_argv(ledger, "--rejection-flush-s", "0.2")
     env = {"BLACKVIP_API_KEYS": ",".join(KEYS)}
     server = ServerProcess(argv, env=env, log_path=tmp_path / "server.log").start()
     try:
@@ -55,6 +56,9 @@ def test_sdk_against_real_server_then_kill_9_and_restart(tmp_path: Path) -> None
             assert before.total.images == 36 and before.rejected_requests == 1
         with BlackVIPClient(server.url, "wrong-key") as stranger, pytest.raises(AuthenticationError):
             stranger.usage()
+        # Charges are durable at once; rejection counters are flushed every --rejection-flush-s,
+        # so after a flush period a kill -9 loses none of them either.
+        time.sleep(1.0)
     finally:
         server.kill9()
 

@@ -13,7 +13,7 @@ from torch.testing import assert_close
 from client.coordinator import Coordinator, EncoderLoadError, ScratchEncoder, build_encoder
 from client.objective import RemoteLoss, to_wire
 from client.prompters import BarProgram, CoordinatorPrompt, NoPrompt, PaddingPrompt, PixelSpace, Prompter
-from shared.protocol import PROTOCOL_VERSION, InfoResponse
+from shared.protocol import PROTOCOL_VERSION, InfoResponse, TaskLimits
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -280,6 +280,12 @@ def _info(max_batch_images: int, max_request_bytes: int, image_size: int = 224) 
         price_per_1k_images=0.0,
         quota_images=None,
         auth_required=False,
+        task_limits=TaskLimits(
+            max_task_bytes=2**20, max_classes=1000, max_templates=100, max_class_name_chars=200,
+            max_template_chars=300, max_texts=100_000, max_tasks_per_key=1000,
+        ),
+        idempotency_window_s=86400.0,
+        replay_ttl_s=900.0,
     )
 
 

@@ -27,6 +27,8 @@ from client import (
     ProtocolError,
     QueryMeter,
     QuotaExceededError,
+    ReplayExpiredError,
+    RequestInProgressError,
     RetryPolicy,
     ServerError,
     ServerUnavailableError,
@@ -44,6 +46,7 @@ from shared.protocol import (
     LogitsResponse,
     LossResponse,
     Routes,
+    TaskLimits,
     TaskResponse,
     UsageCounts,
     UsageResponse,
@@ -110,12 +113,19 @@ def images_for(n: int, dtype: str = "float32", seed: int = 0) -> np.ndarray:
     return rng.random((n, 3, 8, 8)).astype(dtype)
 
 
+TASK_LIMITS = TaskLimits(
+    max_task_bytes=2**20, max_classes=1000, max_templates=100, max_class_name_chars=200,
+    max_template_chars=300, max_texts=100_000, max_tasks_per_key=1000,
+)
+
+
 def info_model(protocol_version: str = PROTOCOL_VERSION) -> InfoResponse:
     return InfoResponse(
         protocol_version=protocol_version, model="tiny-vit", pretrained="random-init", image_size=8,
         mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), accepted_dtypes=["float32", "float16", "uint8"],
         output_dtype="float32", losses=["ce", "focal"], max_batch_images=64, max_request_bytes=10_000_000,
-        price_per_1k_images=1.5, quota_images=None, auth_required=True,
+        price_per_1k_images=1.5, quota_images=None, auth_required=True, task_limits=TASK_LIMITS,
+        idempotency_window_s=86400.0, replay_ttl_s=900.0,
     )
 
 
@@ -182,6 +192,7 @@ ERROR_STATUSES = [
     (400, ErrorCode.MALFORMED_BODY, BadRequestError),
     (401, ErrorCode.UNAUTHORIZED, AuthenticationError),
     (404, ErrorCode.NOT_FOUND, NotFoundError),
+    (410, ErrorCode.REPLAY_EXPIRED, ReplayExpiredError),
     (413, ErrorCode.TOO_MANY_IMAGES, PayloadTooLargeError),
     (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, UnsupportedMediaTypeError),
     (422, ErrorCode.INVALID_TENSOR, InvalidInputError),
@@ -263,7 +274,7 @@ def test_error_status_maps_to_its_exception_and_is_not_retried(
 
 
 @pytest.mark.parametrize(("status", "exc_type"),
-                         [(409, APIStatusError), (502, ServerError), (504, ServerError)])
+                         [(418, APIStatusError), (502, ServerError), (504, ServerError)])
 def test_other_statuses_map_to_the_generic_classes_and_are_not_retried(
     status: int, exc_type: type[APIStatusError]
 ) -> None:
@@ -429,6 +440,22 @@ def test_retried_charged_call_keeps_its_request_id(call: str) -> None:
     later = server.request_ids
     assert len(later) == 2 and all(later)
     assert len({first[0], *later}) == 3  # every logical call gets a fresh id
+
+
+def test_a_request_still_in_progress_is_retried_under_the_same_id() -> None:
+    busy = error_reply(409, ErrorCode.REQUEST_IN_PROGRESS, "still being answered")
+    server = FakeServer(busy, busy, logits_reply(logits_for(2)))
+    with make_client(server) as sdk:
+        sdk.logits(TASK_ID, images_for(2))
+    assert len(server.request_ids) == 3 and len(set(server.request_ids)) == 1
+    assert sdk.meter.requests == 1
+
+
+def test_in_progress_forever_raises_request_in_progress() -> None:
+    server = FakeServer(error_reply(409, ErrorCode.REQUEST_IN_PROGRESS, "still being answered"))
+    with make_client(server) as sdk, pytest.raises(RequestInProgressError):
+        sdk.logits(TASK_ID, images_for(2))
+    assert sdk.meter.requests == 0
 
 
 def test_request_ids_differ_across_many_calls() -> None:

@@ -1,0 +1,121 @@
+"""The ledger's tables, versioned: created on a new file, migrated forward on an old one, refused
+when the file was written by newer code than this.
+
+The version lives in SQLite's ``PRAGMA user_version``. Version 1 (the first release) kept every
+rejected request as a row and made ``request_id`` unique across all keys; version 2 scopes request ids
+to the API key (the ``idempotency`` table), keeps per-key totals for atomic quota checks, and keeps
+rejections as counters.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["SCHEMA_VERSION", "SchemaError", "migrate"]
+
+SCHEMA_VERSION = 2
+
+
+class SchemaError(RuntimeError):
+    """The ledger file cannot be used by this version of the server."""
+
+
+_V2_TABLES = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS queries (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    key_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    task_id TEXT,
+    request_id TEXT,
+    images INTEGER NOT NULL,
+    batch_passes INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    texts INTEGER NOT NULL,
+    cost REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queries_by_key ON queries (key_id, endpoint);
+CREATE TABLE IF NOT EXISTS key_usage (
+    key_id TEXT PRIMARY KEY,
+    requests INTEGER NOT NULL,
+    images INTEGER NOT NULL,
+    cost REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    body_hash TEXT NOT NULL,
+    created REAL NOT NULL,
+    answer BLOB,
+    media_type TEXT,
+    answer_bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, request_id)
+);
+CREATE INDEX IF NOT EXISTS idempotency_by_created ON idempotency (created);
+CREATE TABLE IF NOT EXISTS rejection_counts (
+    key_id TEXT NOT NULL,
+    route TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (key_id, route, status, code)
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    class_names TEXT NOT NULL,
+    templates TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_key ON tasks (key_id);
+"""
+
+# Version 1's queries table had `request_id TEXT UNIQUE` (global, across keys) and a row per rejection.
+_FROM_V1 = """
+ALTER TABLE queries RENAME TO queries_v1;
+DROP INDEX IF EXISTS queries_by_key;
+{tables}
+INSERT INTO queries (id, ts, key_id, endpoint, task_id, request_id, images, batch_passes, bytes, texts, cost)
+    SELECT id, ts, key_id, endpoint, task_id, request_id, images, batch_passes, bytes, texts, cost
+    FROM queries_v1;
+DROP TABLE queries_v1;
+INSERT INTO rejection_counts (key_id, route, status, code, count)
+    SELECT COALESCE(key_id, 'unauthenticated'), endpoint, status, code, COUNT(*)
+    FROM rejections GROUP BY 1, 2, 3, 4;
+DROP TABLE rejections;
+"""
+
+_TOTALS = """
+INSERT OR REPLACE INTO key_usage (key_id, requests, images, cost)
+    SELECT key_id, COUNT(*), SUM(images), SUM(cost) FROM queries GROUP BY key_id;
+"""
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring ``db`` (autocommit connection) to ``SCHEMA_VERSION`` in one transaction."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the ledger has schema version {version}, newer than this server's {SCHEMA_VERSION}: "
+            "it was written by a newer blackvip-server; upgrade this one, or point --ledger elsewhere"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    has_v1 = version == 0 and _table_exists(db, "rejections")
+    script = _FROM_V1.format(tables=_V2_TABLES) if has_v1 else _V2_TABLES
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in (script + _TOTALS).split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _table_exists(db: sqlite3.Connection, name: str) -> bool:
+    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+    return row is not None
