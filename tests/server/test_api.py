@@ -22,6 +22,9 @@ from shared.protocol import (
 )
 from tests.helpers import IMAGE_SIZE, KEYS, random_images
 
+OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip.constants, as published with CLIP
+OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
+
 ALICE = {"Authorization": f"Bearer {KEYS[0]}"}
 BOB = {"Authorization": f"Bearer {KEYS[1]}"}
 CLASSES = ["zero", "one", "two", "three"]
@@ -59,7 +62,7 @@ def test_health_and_info_describe_the_model_and_nothing_of_its_weights(api) -> N
     assert (info.model, info.pretrained, info.image_size) == ("tiny-vit", "random-init", IMAGE_SIZE)
     assert info.accepted_dtypes == ["float32", "float16", "uint8"]
     assert info.max_batch_images == 16 and info.auth_required
-    assert len(info.mean) == 3 and len(info.std) == 3
+    assert info.mean == OPENAI_DATASET_MEAN and info.std == OPENAI_DATASET_STD  # CLIP's, from open_clip
     text = api.get(Routes.INFO, headers=ALICE).text
     assert "state_dict" not in text and "weight" not in text
 
@@ -249,9 +252,41 @@ def test_a_retried_request_id_is_charged_once(api, task_id: str) -> None:
 
 
 def test_usage_is_per_key_with_endpoint_breakdown(api, task_id: str) -> None:
+    images = random_images(2, "uint8")
+    assert post_msgpack(api, Routes.LOGITS.format(task_id=task_id), images_payload(images)).status_code == 200
+    loss = post_msgpack(api, Routes.LOSS.format(task_id=task_id), images_payload(images, labels=[0, 1]))
+    assert loss.status_code == 200
     alice, bob = usage(api), usage(api, BOB)
     assert alice.key_id != bob.key_id
     assert {"tasks", "logits", "loss"} <= set(alice.by_endpoint)
     assert sum(c.images for c in alice.by_endpoint.values()) == alice.total.images
     assert alice.total.batch_passes >= alice.by_endpoint["logits"].requests
     assert bob.total.images == 0
+
+
+def test_logits_equal_open_clip_computed_independently(api) -> None:
+    """The same tiny model built here with open_clip's own API (seed 0, as the server's --seed):
+    logits = exp(logit_scale) * cosine(image features of the CLIP-normalised image, text features)."""
+    import open_clip
+    import torch
+
+    from server.clip_model import MODEL_CONFIG_DIR
+
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-vit", pretrained=None).eval()
+    tokenizer = open_clip.get_tokenizer("tiny-vit")
+    names = ["red", "green", "blue"]
+    task = api.post(Routes.TASKS, json={"class_names": names, "templates": ["a {} thing"]}, headers=ALICE)
+    images = random_images(5, "float32", seed=9)
+    response = post_msgpack(api, Routes.LOGITS.format(task_id=task.json()["task_id"]), images_payload(images))
+    served = LogitsResponse.model_validate(unpack(response.content)).logits.to_numpy()
+
+    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        image_features, text_features, scale = model(
+            (torch.from_numpy(images) - mean) / std, tokenizer([f"a {name} thing" for name in names])
+        )  # open_clip's forward returns normalised features and exp(logit_scale)
+        expected = (scale * image_features @ text_features.T).numpy()
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4)

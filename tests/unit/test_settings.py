@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,9 @@ def test_keys_from_env_and_file_are_kept_only_as_hashes(tmp_path: Path) -> None:
     settings = parse_args(
         ["--random-init", "--keys-file", str(keys_file)], env={"BLACKVIP_API_KEYS": "a, b,"}
     )
-    assert settings.api_key_hashes == {hash_api_key(k) for k in ("a", "b", "file-key")}
+    # SHA-256 of each key, computed here rather than by the function under test
+    assert settings.api_key_hashes == {hashlib.sha256(k.encode()).hexdigest() for k in ("a", "b", "file-key")}
+    assert hash_api_key("a") == "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
     saved = settings.public_dict()
     assert saved["api_keys"] == 3 and "file-key" not in str(saved) and "api_key_hashes" not in saved
 
