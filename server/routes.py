@@ -32,6 +32,7 @@ from shared.protocol import (
     LossKind,
     LossRequest,
     Routes,
+    ServingInfo,
     TaskRequest,
     TaskResponse,
     UsageResponse,
@@ -147,6 +148,17 @@ def info(state: State, service: Service) -> InfoResponse:
         task_limits=settings.task_limits,
         idempotency_window_s=settings.idempotency_window_s,
         replay_ttl_s=settings.replay_ttl,
+        serving=ServingInfo(
+            device=str(backend.device),
+            precision=backend.precision,
+            channels_last=backend.channels_last,
+            warmup_s=round(backend.warmup_s, 4),
+            batcher=service.batcher is not None,
+            max_forward_batch=settings.max_forward_batch,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+            max_queue_images=settings.max_queue_images,
+            batch_padding=settings.batch_padding,
+        ),
     )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from server.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
 from server.clip_model import ClipBackend, per_image_loss
 from server.errors import APIError, echo
 from server.ledger import (
@@ -51,6 +52,7 @@ from shared.protocol import (
 __all__ = ["Charge", "QueryService", "Served", "Work", "body_hash", "usage_from_ledger"]
 
 LEDGER_RETRY_AFTER_S = 2.0
+QUEUE_RETRY_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,22 @@ class QueryService:
         self._claimed: set[tuple[str, str]] = set()  # (key, request id) being computed now
         self._active = 0  # charged calls in progress, for a draining shutdown
         self._state = threading.Condition()
+        self.batcher = (
+            DynamicBatcher(
+                backend.image_features,
+                max_batch=settings.max_forward_batch,
+                max_delay_s=settings.max_queue_delay_ms / 1000.0,
+                max_queue_images=settings.max_queue_images,
+                pad=settings.batch_padding == "fixed",
+                name=f"batcher-{backend.device}",
+            )
+            if settings.batcher
+            else None
+        )
+
+    def close(self, timeout: float) -> bool:
+        """After ``wait_idle``: stop the batcher's worker (nothing is queued any more)."""
+        return self.batcher.close(timeout) if self.batcher is not None else True
 
     # -- the idempotency protocol ----------------------------------------------------------------
 
@@ -237,8 +255,18 @@ class QueryService:
         features, _ = self.features.get(
             task.task_id, lambda: self.backend.encode_texts(task.class_names, task.templates)
         )
-        result = self.backend.logits(images, features)
-        return result.logits, result.batch_passes
+        if self.batcher is None:
+            result = self.backend.logits(images, features)
+            return result.logits, result.batch_passes
+        try:
+            image_features, passes = self.batcher.submit(images)
+        except QueueFullError as exc:
+            raise APIError(
+                503, ErrorCode.QUEUE_FULL, f"{exc}; retry shortly", retry_after=QUEUE_RETRY_AFTER_S
+            ) from None
+        except BatcherClosedError as exc:
+            raise APIError(503, ErrorCode.NOT_READY, f"{exc}; retry shortly", retry_after=2.0) from None
+        return self.backend.logits_from_features(image_features, features), passes
 
     def _task_id(self, key_id: str, request: TaskRequest) -> str:
         # Same key + model + classes + templates -> same id, so registering again is harmless.

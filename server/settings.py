@@ -50,7 +50,15 @@ class ServerSettings(BaseModel):
     max_texts: int = Field(100_000, ge=1)
     max_tasks_per_key: int = Field(1000, ge=1)
     text_cache_mb: float = Field(256.0, gt=0.0)  # cached class embeddings; evicted ones are recomputed
-    forward_batch: int = Field(64, ge=1)
+    # Serving: one forward runs at most max_forward_batch images. The dynamic batcher (on unless
+    # --no-batcher) merges queued requests into such forwards; batch_padding "fixed" pads every forward
+    # to max_forward_batch rows, so a row's result never depends on what it was batched with.
+    max_forward_batch: int = Field(64, ge=1)
+    batcher: bool = True
+    max_queue_delay_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    max_queue_images: int = Field(8192, ge=1)
+    batch_padding: Literal["fixed", "none"] = "fixed"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # CUDA only (autocast); a CPU stays fp32
     price_per_1k_images: float = Field(1.0, ge=0.0)
     quota_images: int | None = Field(None, ge=0)
     idempotency_window_s: float = Field(86_400.0, gt=0.0)
@@ -145,7 +153,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
             "--checkpoint PATH (local file) or --random-init (untrained, for tests)"
         )
     keys = _split_keys(args.api_keys) + _read_keys_file(args.keys_file)
-    values = {k: v for k, v in vars(args).items() if k not in {"api_keys", "keys_file"}}
+    values = {k: v for k, v in vars(args).items() if k not in {"api_keys", "keys_file", "no_batcher"}}
+    values["batcher"] = not args.no_batcher
     try:
         return ServerSettings(**values, api_key_hashes=frozenset(hash_api_key(k) for k in keys))
     except ValidationError as exc:
@@ -168,13 +177,13 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         description="Serve a frozen CLIP model as a black box: logits and losses only.",
     )
 
-    def add(flag: str, help: str, **kwargs: object) -> None:
+    def add(flag: str, help: str, *aliases: str, **kwargs: object) -> None:
         dest = flag.lstrip("-").replace("-", "_")
         env_name = ENV_PREFIX + dest.upper()
         default = kwargs.pop("default", getattr(defaults, dest, None))
         if env.get(env_name, "") != "":  # empty means unset, as compose files pass them
             default = _from_env(env[env_name], kwargs)
-        parser.add_argument(flag, default=default, help=f"{help} (env {env_name})", **kwargs)
+        parser.add_argument(flag, *aliases, default=default, help=f"{help} (env {env_name})", **kwargs)
 
     add("--host", "interface to bind")
     add("--port", "TCP port; 0 picks a free one", type=int)
@@ -197,7 +206,13 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--max-texts", "most class-name x template texts in one task", type=int)
     add("--max-tasks-per-key", "most tasks one key may register", type=int)
     add("--text-cache-mb", "memory for cached class embeddings (evicted ones are recomputed)", type=float)
-    add("--forward-batch", "images per model forward pass", type=int)
+    add("--max-forward-batch", "most images in one model forward", "--forward-batch", type=int)
+    add("--no-batcher", "one forward per request instead of batching queued requests", action="store_true")
+    add("--max-queue-delay-ms", "how long the batcher waits to fill a forward", type=float)
+    add("--max-queue-images", "images the batcher may queue before answering 503", type=int)
+    add("--batch-padding", "fixed: pad forwards to one shape (results independent of batching)",
+        choices=["fixed", "none"])  # fmt: skip
+    add("--precision", "autocast precision on CUDA (a CPU serves fp32)", choices=["fp32", "fp16", "bf16"])
     add("--price-per-1k-images", "cost charged per 1,000 images", type=float)
     add("--quota-images", "images each key may send in all (default: no limit)", type=int)
     add("--idempotency-window-s", "how long a request id is remembered and never charged twice", type=float)

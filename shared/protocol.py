@@ -31,6 +31,7 @@ __all__ = [
     "LossResponse",
     "REPLAYED_HEADER",
     "Routes",
+    "ServingInfo",
     "TaskLimits",
     "TaskRequest",
     "TaskResponse",
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 # Major.minor: a client refuses a server whose major differs.
-PROTOCOL_VERSION = "1.1"
+PROTOCOL_VERSION = "1.2"
 MSGPACK_CONTENT_TYPE = "application/msgpack"
 # An idempotency key, scoped to the API key: a retry with the same id and body replays the stored
 # answer (no model call, no second charge); the same id with another body is refused.
@@ -85,6 +86,7 @@ class ErrorCode(StrEnum):
     REPLAY_EXPIRED = "replay_expired"
     CLIENT_DISCONNECTED = "client_disconnected"
     NOT_READY = "not_ready"
+    QUEUE_FULL = "queue_full"
     LEDGER_UNAVAILABLE = "ledger_unavailable"
     INTERNAL_ERROR = "internal_error"
 
@@ -151,6 +153,21 @@ class InfoResponse(_Model):
     task_limits: TaskLimits
     idempotency_window_s: float  # how long a request id is remembered (and never charged twice)
     replay_ttl_s: float  # how long the answer itself is kept for a replay
+    serving: ServingInfo | None = None  # absent from servers older than protocol 1.2
+
+
+class ServingInfo(_Model):
+    """How the server runs forwards: its batcher and its numeric path."""
+
+    device: str
+    precision: str  # fp32, or the CUDA autocast dtype (fp16, bf16); logits are float32 either way
+    channels_last: bool
+    warmup_s: float  # the warm-up forward at load
+    batcher: bool  # requests share forwards; off: one forward per request piece
+    max_forward_batch: int
+    max_queue_delay_ms: float
+    max_queue_images: int
+    batch_padding: str  # fixed: every forward has max_forward_batch rows, results never depend on batching
 
 
 class TaskRequest(_Model):
