@@ -83,7 +83,8 @@ class DynamicBatcher:
         self._queued_images = 0
         self._closing = False
         self._cond = threading.Condition()
-        self.forwards = 0  # forwards run, for tests and the benchmark
+        self.forwards = 0  # forwards run
+        self.images_taken = 0  # images handed to forwards (the answered ones and any in flight)
         self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
 
@@ -148,6 +149,7 @@ class DynamicBatcher:
             job.passes += 1
             room -= rows
             self._queued_images -= rows
+            self.images_taken += rows
             if job.taken < len(job.images):
                 self._queue.append(job)  # the rest waits its turn behind those already queued
         return pieces
