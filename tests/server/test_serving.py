@@ -17,8 +17,18 @@ from fastapi.testclient import TestClient
 
 from server import create_app, parse_args
 from server.batcher import DynamicBatcher
+from server.service import wire_view
 from shared.codec import pack, unpack
-from shared.protocol import MSGPACK_CONTENT_TYPE, ErrorBody, InfoResponse, Routes, UsageResponse, WireTensor
+from shared.protocol import (
+    MSGPACK_CONTENT_TYPE,
+    ErrorBody,
+    InfoResponse,
+    LogitsResponse,
+    LossResponse,
+    Routes,
+    UsageResponse,
+    WireTensor,
+)
 from tests.helpers import random_images, tiny_argv
 
 
@@ -188,3 +198,15 @@ def test_half_precision_on_a_cpu_serves_fp32(tmp_path: Path) -> None:
         )
     finally:
         api.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (7,), (1, 1000)])
+def test_answers_packed_from_a_view_are_the_bytes_the_protocol_models_make(shape) -> None:
+    values = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    correct = [True] * shape[0]
+    assert pack({"logits": wire_view(values)}) == pack(
+        LogitsResponse(logits=WireTensor.from_numpy(values)).model_dump()
+    )
+    assert pack({"losses": wire_view(values), "correct": correct}) == pack(
+        LossResponse(losses=WireTensor.from_numpy(values), correct=correct).model_dump()
+    )
