@@ -97,13 +97,14 @@ class QueryService:
         self._claimed: set[tuple[str, str]] = set()  # (key, request id) being computed now
         self._active = 0  # charged calls in progress, for a draining shutdown
         self._state = threading.Condition()
+        self.pad_rows = padded_rows(settings, backend.device.type) if settings.batcher else None
         self.batcher = (
             DynamicBatcher(
                 backend.image_features,
                 max_batch=settings.max_forward_batch,
                 max_delay_s=settings.max_queue_delay_ms / 1000.0,
                 max_queue_images=settings.max_queue_images,
-                pad=settings.batch_padding == "fixed",
+                pad_rows=self.pad_rows,
                 name=f"batcher-{backend.device}",
             )
             if settings.batcher
@@ -269,6 +270,15 @@ class QueryService:
             [key_id, self.settings.model, self.settings.weights_label, request.class_names, request.templates]
         )
         return "task-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def padded_rows(settings: ServerSettings, device_type: str) -> int | None:
+    """The one forward shape of ``--batch-padding fixed`` (None: forwards as big as their batch)."""
+    if settings.batch_padding == "none":
+        return None
+    if settings.padded_rows is not None:
+        return min(settings.padded_rows, settings.max_forward_batch)
+    return settings.max_forward_batch if device_type == "cuda" else min(16, settings.max_forward_batch)
 
 
 def wire_view(array: np.ndarray) -> dict[str, object]:

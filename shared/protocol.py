@@ -167,7 +167,8 @@ class ServingInfo(_Model):
     max_forward_batch: int
     max_queue_delay_ms: float
     max_queue_images: int
-    batch_padding: str  # fixed: every forward has max_forward_batch rows, results never depend on batching
+    batch_padding: str  # fixed: every forward has padded_rows rows, so results never depend on batching
+    padded_rows: int | None  # None without padding
 
 
 class TaskRequest(_Model):

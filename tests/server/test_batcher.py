@@ -49,9 +49,9 @@ def expected(images: np.ndarray) -> torch.Tensor:
 def make() -> Iterator[Callable[..., tuple[DynamicBatcher, Recorder]]]:
     made: list[DynamicBatcher] = []
 
-    def build(max_batch: int = 4, delay: float = 0.0, queue: int = 1000, pad: bool = False):
+    def build(max_batch: int = 4, delay: float = 0.0, queue: int = 1000, pad_rows: int | None = None):
         recorder = Recorder()
-        batcher = DynamicBatcher(recorder, max_batch, delay, queue, pad=pad)
+        batcher = DynamicBatcher(recorder, max_batch, delay, queue, pad_rows=pad_rows)
         made.append(batcher)
         return batcher, recorder
 
@@ -171,10 +171,10 @@ def test_a_full_queue_refuses_at_once_and_an_empty_one_takes_anything(make) -> N
 
 
 def test_padding_gives_every_forward_the_same_shape(make) -> None:
-    batcher, recorder = make(max_batch=8, pad=True)
+    batcher, recorder = make(max_batch=8, pad_rows=3)
     images = random_images(11, "float32")
     features, passes = batcher.submit(images)
-    assert recorder.sizes == [8, 8] and passes == 2
+    assert recorder.sizes == [3, 3, 3, 3] and passes == 2  # a batch of 8 rows in three, then 3 rows
     assert torch.allclose(features, expected(images), rtol=1e-6)
 
 
