@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.group_commit import GroupCommit
 from server.ledger_schema import migrate
 
 __all__ = [
@@ -121,6 +122,10 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         migrate(self._db)
+        # Charges from concurrent requests share one transaction (see server.group_commit).
+        self._group = GroupCommit(
+            self._transaction, (QuotaExceededError, TaskLimitError, DuplicateRequestError)
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -174,36 +179,45 @@ class Ledger:
         task: StoredTask | None = None,
     ) -> None:
         """Commit one answered request: quota check, query row, key totals, the request id with its
-        body hash and answer (``remember``), and a newly registered ``task``, all or nothing."""
+        body hash and answer (``remember``), and a newly registered ``task``, all or nothing. Returns
+        once committed; concurrent charges may share the commit, each still all or nothing."""
+        self._group.run(lambda db: self._charge_in(db, record, remember, task))
+
+    def _charge_in(
+        self,
+        db: sqlite3.Connection,
+        record: QueryRecord,
+        remember: tuple[str, Answer | None] | None,
+        task: StoredTask | None,
+    ) -> None:
         now = time.time()
-        with self._transaction() as db:
-            self._check_quota(db, record)
-            if task is not None:
-                self._insert_task(db, task, now)
-            if remember is not None and record.request_id is not None:
-                self._remember(db, record.key_id, record.request_id, remember, now)
-            db.execute(
-                "INSERT INTO queries (ts, key_id, endpoint, task_id, request_id, images, batch_passes,"
-                " bytes, texts, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    now,
-                    record.key_id,
-                    record.endpoint,
-                    record.task_id,
-                    record.request_id,
-                    record.images,
-                    record.batch_passes,
-                    record.bytes,
-                    record.texts,
-                    record.cost,
-                ),
-            )
-            db.execute(
-                "INSERT INTO key_usage (key_id, requests, images, cost) VALUES (?, 1, ?, ?)"
-                " ON CONFLICT (key_id) DO UPDATE SET requests = requests + 1,"
-                " images = images + excluded.images, cost = cost + excluded.cost",
-                (record.key_id, record.images, record.cost),
-            )
+        self._check_quota(db, record)
+        if task is not None:
+            self._insert_task(db, task, now)
+        if remember is not None and record.request_id is not None:
+            self._remember(db, record.key_id, record.request_id, remember, now)
+        db.execute(
+            "INSERT INTO queries (ts, key_id, endpoint, task_id, request_id, images, batch_passes,"
+            " bytes, texts, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                now,
+                record.key_id,
+                record.endpoint,
+                record.task_id,
+                record.request_id,
+                record.images,
+                record.batch_passes,
+                record.bytes,
+                record.texts,
+                record.cost,
+            ),
+        )
+        db.execute(
+            "INSERT INTO key_usage (key_id, requests, images, cost) VALUES (?, 1, ?, ?)"
+            " ON CONFLICT (key_id) DO UPDATE SET requests = requests + 1,"
+            " images = images + excluded.images, cost = cost + excluded.cost",
+            (record.key_id, record.images, record.cost),
+        )
 
     def _check_quota(self, db: sqlite3.Connection, record: QueryRecord) -> None:
         quota = self.limits.quota_images
