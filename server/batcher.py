@@ -77,11 +77,14 @@ class DynamicBatcher:
         max_queue_images: int,
         pad_rows: int | None = None,
         name: str = "batcher",
+        callers: Callable[[], int] | None = None,
     ) -> None:
         """``forward`` maps float32 pixels (B, 3, S, S) in [0, 1] (a buffer it may overwrite) to
-        features (B, D); ``pad_rows`` None runs each batch as one forward of its own size."""
+        features (B, D); ``pad_rows`` None runs each batch as one forward of its own size.
+        ``callers`` counts the requests now being served (queued or not): when every one of them is
+        already queued, nobody can join the batch and the worker does not wait ``max_delay_s``."""
         self.forward, self.max_batch, self.max_delay_s = forward, max_batch, max_delay_s
-        self.max_queue_images, self.pad_rows = max_queue_images, pad_rows
+        self.max_queue_images, self.pad_rows, self.callers = max_queue_images, pad_rows, callers
         self._queue: deque[_Job] = deque()
         self._queued_images = 0
         self._closing = False
@@ -135,11 +138,14 @@ class DynamicBatcher:
             if not self._queue:
                 return None  # closing, and everything queued has been answered
             deadline = time.monotonic() + self.max_delay_s
-            while self._queued_images < self.max_batch and not self._closing:
+            while self._queued_images < self.max_batch and not self._closing and self._others_coming():
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._cond.wait(left):
                     break
             return self._take()
+
+    def _others_coming(self) -> bool:
+        return self.callers is None or self.callers() > len(self._queue)
 
     def _take(self) -> list[_Piece]:
         pieces: list[_Piece] = []

@@ -106,6 +106,7 @@ class QueryService:
                 max_queue_images=settings.max_queue_images,
                 pad_rows=self.pad_rows,
                 name=f"batcher-{backend.device}",
+                callers=lambda: self._active,  # a hint, read without the lock
             )
             if settings.batcher
             else None

@@ -202,3 +202,15 @@ def test_close_answers_what_is_queued_then_refuses(make) -> None:
     assert results["queued"][0].shape == (5, 3)
     with pytest.raises(BatcherClosedError):
         batcher.submit(random_images(1, "uint8"))
+
+
+def test_the_worker_does_not_wait_for_callers_that_are_all_queued() -> None:
+    recorder = Recorder()
+    # a delay no test would survive: the lone caller is answered only if the worker skips it
+    batcher = DynamicBatcher(recorder, 64, 600.0, 1000, callers=lambda: 1)
+    results: dict = {}
+    try:
+        submit_async(batcher, random_images(2, "uint8"), results, "lone").join(timeout=60)
+        assert results["lone"][0].shape == (2, 3)
+    finally:
+        batcher.close(timeout=10)
