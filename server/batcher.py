@@ -15,13 +15,12 @@ Bounded: ``max_queue_images`` waiting images at most; beyond that :class:`QueueF
 layer answers 503 with Retry-After). A request larger than the bound is still taken when the queue
 is empty, so no valid request can be refused forever.
 
-With ``pad_rows`` every forward has exactly that many rows: a batch of R rows runs as ceil(R / pad_rows)
-forwards of ``pad_rows`` each, zero images filling the last. On CPU the features of a row change in
-the last bits with the forward's size (measured: a batch of 1 differs from a batch of 4), but not with
-its position or its neighbours at a fixed size; one fixed shape therefore makes every result
-independent of which other requests happened to share its batch. A small shape (16 on CPU) keeps the
-padding of a lone small request cheap; a GPU, whose forward costs about the same for 16 or 64 rows,
-pads to the whole batch.
+With ``shapes`` every forward has one of those sizes: a batch runs as forwards of the largest shape,
+and its rest is padded with zero images to the smallest shape that holds it. On CPU the features of
+a row change in the last bits with the forward's size (measured: a batch of 1 differs from a batch of
+4), but not with its position or its neighbours at a fixed size. One fixed shape therefore makes every
+result independent of which other requests shared its batch; several shapes do too when they give a
+row the same bits, which :func:`same_rows_at` checks on the real model before they are used.
 """
 
 from __future__ import annotations
@@ -75,21 +74,22 @@ class DynamicBatcher:
         max_batch: int,
         max_delay_s: float,
         max_queue_images: int,
-        pad_rows: int | None = None,
+        shapes: tuple[int, ...] | None = None,
         name: str = "batcher",
         callers: Callable[[], int] | None = None,
     ) -> None:
         """``forward`` maps float32 pixels (B, 3, S, S) in [0, 1] (a buffer it may overwrite) to
-        features (B, D); ``pad_rows`` None runs each batch as one forward of its own size.
+        features (B, D); ``shapes`` None runs each batch as one forward of its own size.
         ``callers`` counts the requests now being served (queued or not): when every one of them is
         already queued, nobody can join the batch and the worker does not wait ``max_delay_s``."""
         self.forward, self.max_batch, self.max_delay_s = forward, max_batch, max_delay_s
-        self.max_queue_images, self.pad_rows, self.callers = max_queue_images, pad_rows, callers
+        self.max_queue_images, self.callers = max_queue_images, callers
+        self.shapes = tuple(sorted(shapes)) if shapes else None
         self._queue: deque[_Job] = deque()
         self._queued_images = 0
         self._closing = False
         self._cond = threading.Condition()
-        self.forwards = 0  # batches run (each one forward, or several of pad_rows rows)
+        self.forwards = 0  # batches run (each one forward, or several of the fixed shapes)
         self.images_taken = 0  # images handed to forwards (the answered ones and any in flight)
         self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
@@ -166,14 +166,14 @@ class DynamicBatcher:
     def _forward(self, pieces: list[_Piece]) -> None:
         rows = sum(count for _, _, count in pieces)
         shape = pieces[0][0].images.shape[1:]
-        size = rows if self.pad_rows is None else -(-rows // self.pad_rows) * self.pad_rows
-        pixels = torch.zeros((size, *shape), dtype=torch.float32)
+        plan = [rows] if self.shapes is None else forward_plan(rows, self.shapes)
+        pixels = torch.zeros((sum(plan), *shape), dtype=torch.float32)  # real rows first, padding last
         offset = 0
         for job, start, count in pieces:
             fill_unit_pixels(pixels[offset : offset + count], job.images[start : start + count])
             offset += count
         try:
-            features = self._encode(pixels)
+            features = self._encode(pixels, plan)
         except BaseException as exc:  # every request in the forward gets the error, none hangs
             self._fail({job for job, _, _ in pieces}, exc)
             return
@@ -188,11 +188,11 @@ class DynamicBatcher:
             if job.done == len(job.images):
                 job.finished.set()
 
-    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.pad_rows is None:
+    def _encode(self, pixels: torch.Tensor, plan: list[int]) -> torch.Tensor:
+        if len(plan) == 1:
             return self.forward(pixels)
-        step = self.pad_rows
-        return torch.cat([self.forward(pixels[i : i + step]) for i in range(0, len(pixels), step)])
+        starts = np.cumsum([0, *plan[:-1]]).tolist()
+        return torch.cat([self.forward(pixels[a : a + size]) for a, size in zip(starts, plan, strict=True)])
 
     def _fail(self, jobs: set[_Job], exc: BaseException) -> None:
         with self._cond:
@@ -202,3 +202,31 @@ class DynamicBatcher:
                     self._queued_images -= len(job.images) - job.taken
                 job.error = exc
                 job.finished.set()
+
+
+def forward_plan(rows: int, shapes: tuple[int, ...]) -> list[int]:
+    """Forward sizes for ``rows`` rows: the largest shape while it is filled, then the smallest
+    shape that holds the rest."""
+    largest, plan = shapes[-1], []
+    while rows > largest:
+        plan.append(largest)
+        rows -= largest
+    plan.append(next(size for size in shapes if size >= rows))
+    return plan
+
+
+def same_rows_at(forward: Callable[[torch.Tensor], torch.Tensor], image_shape: tuple[int, ...],
+                 shapes: tuple[int, ...]) -> bool:  # fmt: skip
+    """Whether forwards of every size in ``shapes`` give the same rows the same bits, at the start
+    and one row further on, on random images. Kernels are chosen by shape, not by values, so random
+    rows show it; equal bits by chance across different reduction orders would be a coincidence."""
+    rng = torch.Generator().manual_seed(0)
+    images = torch.rand((max(shapes) + 1, *image_shape), generator=rng)
+    smallest = min(shapes)
+    reference = forward(images[:smallest].clone())
+    for size in shapes:
+        if not torch.equal(forward(images[:size].clone())[:smallest], reference):
+            return False
+        if not torch.equal(forward(images[1 : size + 1].clone())[: smallest - 1], reference[1:]):
+            return False
+    return True

@@ -158,7 +158,7 @@ def info(state: State, service: Service) -> InfoResponse:
             max_queue_delay_ms=settings.max_queue_delay_ms,
             max_queue_images=settings.max_queue_images,
             batch_padding=settings.batch_padding,
-            padded_rows=service.pad_rows,
+            forward_shapes=list(service.forward_shapes) if service.forward_shapes else None,
         ),
     )
 

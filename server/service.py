@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
+from server.batcher import BatcherClosedError, DynamicBatcher, QueueFullError, same_rows_at
 from server.clip_model import ClipBackend, per_image_loss
 from server.errors import APIError, echo
 from server.ledger import (
@@ -47,6 +48,8 @@ from shared.protocol import (
 )
 
 __all__ = ["Charge", "QueryService", "Served", "Work", "body_hash", "usage_from_ledger", "wire_view"]
+
+log = logging.getLogger(__name__)
 
 LEDGER_RETRY_AFTER_S = 2.0
 QUEUE_RETRY_AFTER_S = 1.0
@@ -97,14 +100,14 @@ class QueryService:
         self._claimed: set[tuple[str, str]] = set()  # (key, request id) being computed now
         self._active = 0  # charged calls in progress, for a draining shutdown
         self._state = threading.Condition()
-        self.pad_rows = padded_rows(settings, backend.device.type) if settings.batcher else None
+        self.forward_shapes = forward_shapes(settings, backend) if settings.batcher else None
         self.batcher = (
             DynamicBatcher(
                 backend.image_features,
                 max_batch=settings.max_forward_batch,
                 max_delay_s=settings.max_queue_delay_ms / 1000.0,
                 max_queue_images=settings.max_queue_images,
-                pad_rows=self.pad_rows,
+                shapes=self.forward_shapes,
                 name=f"batcher-{backend.device}",
                 callers=lambda: self._active,  # a hint, read without the lock
             )
@@ -273,13 +276,25 @@ class QueryService:
         return "task-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def padded_rows(settings: ServerSettings, device_type: str) -> int | None:
-    """The one forward shape of ``--batch-padding fixed`` (None: forwards as big as their batch)."""
+CPU_SHAPES = (4, 16, 64)  # padding a lone 4-image request to 64 rows would cost it ~10x
+
+
+def forward_shapes(settings: ServerSettings, backend: ClipBackend) -> tuple[int, ...] | None:
+    """The forward sizes of ``--batch-padding fixed`` (None: forwards as big as their batch). On CPU
+    a few sizes, if they give every row the same bits (checked here, on the model), else one."""
+    largest = settings.max_forward_batch
     if settings.batch_padding == "none":
         return None
     if settings.padded_rows is not None:
-        return min(settings.padded_rows, settings.max_forward_batch)
-    return settings.max_forward_batch if device_type == "cuda" else min(16, settings.max_forward_batch)
+        return (min(settings.padded_rows, largest),)
+    if backend.device.type == "cuda":
+        return (largest,)  # a GPU forward costs about the same for 4 or 64 rows
+    shapes = tuple(sorted({min(size, largest) for size in CPU_SHAPES} | {largest}))
+    image = (3, backend.image_size, backend.image_size)
+    if len(shapes) > 1 and not same_rows_at(backend.image_features, image, shapes):
+        log.info("forward sizes %s give rows different bits: every forward pads to %d", shapes, largest)
+        return (largest,)
+    return shapes
 
 
 def wire_view(array: np.ndarray) -> dict[str, object]:

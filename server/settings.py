@@ -58,7 +58,7 @@ class ServerSettings(BaseModel):
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=1000.0)
     max_queue_images: int = Field(8192, ge=1)
     batch_padding: Literal["fixed", "none"] = "fixed"
-    padded_rows: int | None = Field(None, ge=1)  # the fixed forward shape; default 16 on CPU, a batch on CUDA
+    padded_rows: int | None = Field(None, ge=1)  # one forward size for all; default: see forward_shapes
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # CUDA only (autocast); a CPU stays fp32
     price_per_1k_images: float = Field(1.0, ge=0.0)
     quota_images: int | None = Field(None, ge=0)
@@ -213,8 +213,8 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--max-queue-images", "images the batcher may queue before answering 503", type=int)
     add("--batch-padding", "fixed: pad forwards to one shape (results independent of batching)",
         choices=["fixed", "none"])  # fmt: skip
-    add("--padded-rows", "rows of every forward under --batch-padding fixed (default 16 on CPU, "
-        "--max-forward-batch on CUDA)", type=int)  # fmt: skip
+    add("--padded-rows", "one size for every forward under --batch-padding fixed (default: 4, 16, 64 "
+        "on CPU if they give equal rows, --max-forward-batch on CUDA)", type=int)  # fmt: skip
     add("--precision", "autocast precision on CUDA (a CPU serves fp32)", choices=["fp32", "fp16", "bf16"])
     add("--price-per-1k-images", "cost charged per 1,000 images", type=float)
     add("--quota-images", "images each key may send in all (default: no limit)", type=int)

@@ -167,8 +167,8 @@ class ServingInfo(_Model):
     max_forward_batch: int
     max_queue_delay_ms: float
     max_queue_images: int
-    batch_padding: str  # fixed: every forward has padded_rows rows, so results never depend on batching
-    padded_rows: int | None  # None without padding
+    batch_padding: str  # fixed: forwards padded to forward_shapes, so results never depend on batching
+    forward_shapes: list[int] | None  # the sizes forwards are padded to; None without padding
 
 
 class TaskRequest(_Model):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from server.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
+from server.batcher import BatcherClosedError, DynamicBatcher, QueueFullError, forward_plan
 from tests.helpers import random_images
 
 
@@ -49,9 +49,11 @@ def expected(images: np.ndarray) -> torch.Tensor:
 def make() -> Iterator[Callable[..., tuple[DynamicBatcher, Recorder]]]:
     made: list[DynamicBatcher] = []
 
-    def build(max_batch: int = 4, delay: float = 0.0, queue: int = 1000, pad_rows: int | None = None):
+    def build(
+        max_batch: int = 4, delay: float = 0.0, queue: int = 1000, shapes: tuple[int, ...] | None = None
+    ):
         recorder = Recorder()
-        batcher = DynamicBatcher(recorder, max_batch, delay, queue, pad_rows=pad_rows)
+        batcher = DynamicBatcher(recorder, max_batch, delay, queue, shapes=shapes)
         made.append(batcher)
         return batcher, recorder
 
@@ -171,10 +173,11 @@ def test_a_full_queue_refuses_at_once_and_an_empty_one_takes_anything(make) -> N
 
 
 def test_padding_gives_every_forward_the_same_shape(make) -> None:
-    batcher, recorder = make(max_batch=8, pad_rows=3)
+    batcher, recorder = make(max_batch=8, shapes=(2, 5))
     images = random_images(11, "float32")
     features, passes = batcher.submit(images)
-    assert recorder.sizes == [3, 3, 3, 3] and passes == 2  # a batch of 8 rows in three, then 3 rows
+    assert recorder.sizes == [5, 5, 5] and passes == 2  # batches of 8 rows (5, then 3 padded to 5), 3 rows
+    assert forward_plan(1, (4, 16, 64)) == [4] and forward_plan(70, (4, 16, 64)) == [64, 16]
     assert torch.allclose(features, expected(images), rtol=1e-6)
 
 

@@ -131,7 +131,8 @@ def test_padding_makes_features_independent_of_batch_composition(servers) -> Non
     backend = servers["batched"].app.state.blackvip.service.backend
     images = random_images(3, "uint8", seed=7)
     others = random_images(5, "float32", seed=8)
-    padded = DynamicBatcher(backend.image_features, 8, 0.05, 100, pad_rows=4)
+    shapes = servers["batched"].app.state.blackvip.service.forward_shapes  # as the server runs them
+    padded = DynamicBatcher(backend.image_features, 8, 0.05, 100, shapes=shapes)
     exact = DynamicBatcher(backend.image_features, 8, 0.05, 100)
     try:
         alone = padded.submit(images)[0]
@@ -183,7 +184,11 @@ def test_info_reports_how_forwards_run(servers) -> None:
     assert batched is not None and unbatched is not None
     assert (batched.batcher, batched.max_forward_batch, batched.max_queue_delay_ms) == (True, 8, 20.0)
     assert (batched.device, batched.precision, batched.channels_last) == ("cpu", "fp32", False)
-    assert (batched.batch_padding, batched.padded_rows, batched.max_queue_images) == ("fixed", 8, 8192)
+    assert (batched.batch_padding, batched.forward_shapes, batched.max_queue_images) == (
+        "fixed",
+        [4, 8],
+        8192,
+    )
     assert batched.warmup_s > 0
     assert unbatched.batcher is False
 
