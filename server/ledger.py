@@ -108,7 +108,10 @@ class DuplicateRequestError(Exception):
 
 
 class Ledger:
-    """Thread-safe: one connection behind one lock, every charge its own transaction."""
+    """Thread-safe: one writing connection behind one lock, every charge its own unit (concurrent
+    charges may share a transaction); reads on a second connection behind their own lock, so a
+    request's reads (its task, its request id) never wait for another request's commit and fsync:
+    with WAL a reader sees every transaction committed before it began."""
 
     def __init__(self, path: Path, limits: LedgerLimits | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,15 +125,21 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         migrate(self._db)
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=self.limits.busy_timeout_s
+        )
+        self._reader.execute("PRAGMA synchronous=FULL")
         # Charges from concurrent requests share one transaction (see server.group_commit).
         self._group = GroupCommit(
             self._transaction, (QuotaExceededError, TaskLimitError, DuplicateRequestError)
         )
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._closed = True
             self._db.close()
+            self._reader.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -162,11 +171,11 @@ class Ledger:
             pass  # no transaction left to roll back
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._lock:
+        with self._read_lock:
             if self._closed:
                 raise LedgerUnavailableError("the ledger is closed (the server is shutting down)")
             try:
-                return self._db.execute(sql, params).fetchall()
+                return self._reader.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise LedgerUnavailableError(f"cannot read the ledger: {exc}") from exc
 
