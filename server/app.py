@@ -89,14 +89,16 @@ def _fatal(state: AppState, message: str) -> None:
 
 
 async def _load_model(state: AppState) -> None:
+    assert state.ledger is not None
     try:
         backend = await asyncio.to_thread(ClipBackend.load, state.settings)
+        # in a thread too: it checks the forward sizes on the model (seconds for a large one on CPU)
+        service = await asyncio.to_thread(QueryService, state.settings, backend, state.ledger)
     except Exception as exc:  # any failure must reach the operator, not hang the health check
         state.load_error = f"{type(exc).__name__}: {exc}"
         _fatal(state, f"model failed to load: {state.load_error}")
         return
-    assert state.ledger is not None
-    state.service = QueryService(state.settings, backend, state.ledger)
+    state.service = service
     log.info("ready: serving %s", state.settings.model)
 
 

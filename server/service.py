@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,9 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.batcher import BatcherClosedError, DynamicBatcher, QueueFullError, same_rows_at
+from server.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
 from server.clip_model import ClipBackend, per_image_loss
 from server.errors import APIError, echo
+from server.forward_shapes import forward_shapes
 from server.ledger import (
     Answer,
     DuplicateRequestError,
@@ -48,8 +48,6 @@ from shared.protocol import (
 )
 
 __all__ = ["Charge", "QueryService", "Served", "Work", "body_hash", "usage_from_ledger", "wire_view"]
-
-log = logging.getLogger(__name__)
 
 LEDGER_RETRY_AFTER_S = 2.0
 QUEUE_RETRY_AFTER_S = 1.0
@@ -274,27 +272,6 @@ class QueryService:
             [key_id, self.settings.model, self.settings.weights_label, request.class_names, request.templates]
         )
         return "task-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-CPU_SHAPES = (4, 16, 64)  # padding a lone 4-image request to 64 rows would cost it ~10x
-
-
-def forward_shapes(settings: ServerSettings, backend: ClipBackend) -> tuple[int, ...] | None:
-    """The forward sizes of ``--batch-padding fixed`` (None: forwards as big as their batch). On CPU
-    a few sizes, if they give every row the same bits (checked here, on the model), else one."""
-    largest = settings.max_forward_batch
-    if settings.batch_padding == "none":
-        return None
-    if settings.padded_rows is not None:
-        return (min(settings.padded_rows, largest),)
-    if backend.device.type == "cuda":
-        return (largest,)  # a GPU forward costs about the same for 4 or 64 rows
-    shapes = tuple(sorted({min(size, largest) for size in CPU_SHAPES} | {largest}))
-    image = (3, backend.image_size, backend.image_size)
-    if len(shapes) > 1 and not same_rows_at(backend.image_features, image, shapes):
-        log.info("forward sizes %s give rows different bits: every forward pads to %d", shapes, largest)
-        return (largest,)
-    return shapes
 
 
 def wire_view(array: np.ndarray) -> dict[str, object]:
