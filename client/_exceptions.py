@@ -3,6 +3,7 @@
 BlackVIPError
 ├── TransportError              no answer from the server, after retries
 ├── ProtocolError               an answer the protocol does not allow (or a version mismatch)
+├── InvalidRequestError (ValueError)  a request the protocol forbids, refused before it is sent
 ├── JobInterruptedError         a training job gave up on an absent server, leaving a checkpoint
 ├── DatasetError (ValueError)   a dataset folder without the expected layout
 ├── EncoderLoadError            the Coordinator's pretrained encoder cannot be loaded
@@ -32,6 +33,7 @@ __all__ = [
     "DatasetError",
     "EncoderLoadError",
     "InvalidInputError",
+    "InvalidRequestError",
     "JobInterruptedError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -57,6 +59,10 @@ class TransportError(BlackVIPError):
 
 class ProtocolError(BlackVIPError):
     """The server's answer does not follow the wire protocol."""
+
+
+class InvalidRequestError(BlackVIPError, ValueError):
+    """A request that breaks the wire protocol (e.g. a negative label), caught before it is sent."""
 
 
 class JobInterruptedError(BlackVIPError):

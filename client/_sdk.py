@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from client._exceptions import (
     APIStatusError,
+    InvalidRequestError,
     ProtocolError,
     RequestInProgressError,
     ServerUnavailableError,
@@ -32,11 +33,14 @@ from shared.protocol import (
     MSGPACK_CONTENT_TYPE,
     PROTOCOL_VERSION,
     REQUEST_ID_HEADER,
+    Endpoint,
     ErrorBody,
     HealthResponse,
     InfoResponse,
+    LogitsRequest,
     LogitsResponse,
     LossKind,
+    LossRequest,
     LossResponse,
     Routes,
     TaskRequest,
@@ -46,6 +50,8 @@ from shared.protocol import (
 )
 
 __all__ = ["BlackVIPClient", "LossResult"]
+
+RequestModel = TypeVar("RequestModel", TaskRequest, LogitsRequest, LossRequest)
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +107,11 @@ class BlackVIPClient:
         return info
 
     def register_task(self, class_names: list[str], templates: list[str] | None = None) -> TaskResponse:
-        request = TaskRequest(class_names=class_names, **({"templates": templates} if templates else {}))
+        request = _build(
+            TaskRequest, class_names=class_names, **({"templates": templates} if templates else {})
+        )
         body = request.model_dump_json().encode()
-        response = self._charged("tasks", Routes.TASKS, body, "application/json", images=0)
+        response = self._charged(Endpoint.TASKS, Routes.TASKS, body, "application/json", images=0)
         return _parse_json(response, TaskResponse)
 
     def get_task(self, task_id: str) -> TaskResponse:
@@ -112,10 +120,9 @@ class BlackVIPClient:
     def logits(self, task_id: str, images: np.ndarray) -> np.ndarray:
         """Logits (N, C) float32 for images (N, 3, H, W): float32/float16 in [0, 1] or uint8."""
         images = np.asarray(images)
-        body = pack({"images": WireTensor.from_numpy(images).model_dump()})
-        response = self._charged(
-            "logits", Routes.LOGITS.format(task_id=task_id), body, MSGPACK_CONTENT_TYPE, images=len(images)
-        )
+        body = pack(_build(LogitsRequest, images=WireTensor.from_numpy(images)).model_dump())
+        path = Routes.LOGITS.format(task_id=task_id)
+        response = self._charged(Endpoint.LOGITS, path, body, MSGPACK_CONTENT_TYPE, images=len(images))
         return _decode(response, LogitsResponse, _parse_msgpack(response, LogitsResponse).logits)
 
     def loss(
@@ -128,18 +135,16 @@ class BlackVIPClient:
     ) -> LossResult:
         """Per-image loss (N,) and whether each image was classified correctly."""
         images = np.asarray(images)
-        payload = {
-            "images": WireTensor.from_numpy(images).model_dump(),
-            "labels": [int(label) for label in np.asarray(labels).reshape(-1)],
-            "loss": LossKind(loss).value,
-            "focal_gamma": float(focal_gamma),
-        }
+        request = _build(
+            LossRequest,
+            images=WireTensor.from_numpy(images),
+            labels=[int(label) for label in np.asarray(labels).reshape(-1)],
+            loss=LossKind(loss),
+            focal_gamma=float(focal_gamma),
+        )
+        path = Routes.LOSS.format(task_id=task_id)
         response = self._charged(
-            "loss",
-            Routes.LOSS.format(task_id=task_id),
-            pack(payload),
-            MSGPACK_CONTENT_TYPE,
-            images=len(images),
+            Endpoint.LOSS, path, pack(request.model_dump()), MSGPACK_CONTENT_TYPE, len(images)
         )
         parsed = _parse_msgpack(response, LossResponse)
         return LossResult(
@@ -151,7 +156,7 @@ class BlackVIPClient:
         return _parse_json(self._send("GET", Routes.USAGE), UsageResponse)
 
     def _charged(
-        self, endpoint: str, path: str, body: bytes, content_type: str, images: int
+        self, endpoint: Endpoint, path: str, body: bytes, content_type: str, images: int
     ) -> httpx.Response:
         headers = {"Content-Type": content_type, REQUEST_ID_HEADER: uuid.uuid4().hex}
         response = self._send("POST", path, content=body, headers=headers)
@@ -179,6 +184,15 @@ class BlackVIPClient:
                 raise failure
             log.warning("%s; retrying in %.2f s", failure, delay)
             time.sleep(delay)
+
+
+def _build(model: type[RequestModel], **fields: Any) -> RequestModel:
+    """A request model; fields the protocol forbids fail here, before anything is sent or charged."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise InvalidRequestError(f"invalid {model.__name__}: {problems}") from None
 
 
 def _error_from(response: httpx.Response) -> APIStatusError:

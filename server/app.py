@@ -32,10 +32,12 @@ __all__ = ["create_app", "ledger_limits"]
 
 log = logging.getLogger(__name__)
 
+# Starlette's own HTTP errors (unknown route, wrong method, ...) in our codes; other 4xx are bad requests.
 _HTTP_CODES = {
     401: ErrorCode.UNAUTHORIZED,
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.BODY_TOO_LARGE,
     415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
     422: ErrorCode.VALIDATION_ERROR,
 }
@@ -155,21 +157,22 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
         log.warning("ledger unavailable on %s: %s", request.url.path, exc)
         message = "the query ledger is unavailable; nothing was charged or answered, retry shortly"
         return reply(
-            request, APIError(503, ErrorCode.LEDGER_UNAVAILABLE, message, retry_after=LEDGER_RETRY_AFTER_S)
+            request, APIError(ErrorCode.LEDGER_UNAVAILABLE, message, retry_after=LEDGER_RETRY_AFTER_S)
         )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"field": ".".join(map(str, e["loc"])), "message": str(e["msg"])} for e in exc.errors()]
-        return reply(request, APIError(422, ErrorCode.VALIDATION_ERROR, "invalid request", problems(errors)))
+        return reply(request, APIError(ErrorCode.VALIDATION_ERROR, "invalid request", problems(errors)))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, ErrorCode.INTERNAL_ERROR)
-        return reply(request, APIError(exc.status_code, code, str(exc.detail)))
+        fallback = ErrorCode.MALFORMED_BODY if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR
+        code = _HTTP_CODES.get(exc.status_code, fallback)
+        return reply(request, APIError(code, str(exc.detail)))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
         message = f"internal error: {type(exc).__name__}"
-        return reply(request, APIError(500, ErrorCode.INTERNAL_ERROR, message))
+        return reply(request, APIError(ErrorCode.INTERNAL_ERROR, message))

@@ -28,12 +28,12 @@ class KeyRing:
         if not self.auth_required:
             return ANONYMOUS_KEY_ID
         if not authorization:
-            raise APIError(401, ErrorCode.UNAUTHORIZED, "missing API key: send 'Authorization: Bearer KEY'")
+            raise APIError(ErrorCode.UNAUTHORIZED, "missing API key: send 'Authorization: Bearer KEY'")
         scheme, _, key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise APIError(401, ErrorCode.UNAUTHORIZED, "Authorization header must be 'Bearer KEY'")
+            raise APIError(ErrorCode.UNAUTHORIZED, "Authorization header must be 'Bearer KEY'")
         digest = hash_api_key(key.strip())
         for known, key_id in self._ids.items():
             if hmac.compare_digest(known, digest):
                 return key_id
-        raise APIError(401, ErrorCode.UNAUTHORIZED, "unknown API key")
+        raise APIError(ErrorCode.UNAUTHORIZED, "unknown API key")

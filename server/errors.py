@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.protocol import ErrorBody, ErrorCode, ErrorDetail
+from shared.protocol import ERROR_STATUS, ErrorBody, ErrorCode, ErrorDetail
 
 __all__ = ["ECHO_CHARS", "MAX_ERROR_BYTES", "MAX_PROBLEMS", "APIError", "bounded_body", "echo", "problems"]
 
@@ -22,16 +22,17 @@ MAX_ERROR_BYTES = 4096
 
 
 class APIError(Exception):
+    """An error answer; its HTTP status is the code's, from ``shared.protocol.ERROR_STATUS``."""
+
     def __init__(
         self,
-        status: int,
         code: ErrorCode,
         message: str,
         detail: dict[str, Any] | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = ERROR_STATUS[code]
         self.code = code
         self.message = message
         self.detail = detail

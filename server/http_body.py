@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 
 def _too_large(limit: int, detail: str) -> APIError:
     return APIError(
-        413,
         ErrorCode.BODY_TOO_LARGE,
         f"request body {detail}; this server accepts at most {limit} bytes",
         {"max_request_bytes": limit},
@@ -29,14 +28,13 @@ async def read_body(request: Request, content_type: str, limit: int) -> bytes:
     if received_type != content_type:
         shown = echo(received_type) if received_type else "none"
         raise APIError(
-            415,
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"Content-Type must be {content_type}; received {shown}",
         )
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise APIError(400, ErrorCode.MALFORMED_BODY, f"bad Content-Length {echo(declared)}")
+            raise APIError(ErrorCode.MALFORMED_BODY, f"bad Content-Length {echo(declared)}")
         if int(declared) > limit:
             raise _too_large(limit, f"declares {declared} bytes")
     chunks: list[bytes] = []
@@ -50,5 +48,5 @@ async def read_body(request: Request, content_type: str, limit: int) -> bytes:
     except ClientDisconnect:
         # The sender went away mid-upload: nothing to answer, nothing charged, no traceback.
         log.info("client disconnected after %d bytes of %s", size, request.url.path)
-        raise APIError(400, ErrorCode.CLIENT_DISCONNECTED, "the client disconnected mid-upload") from None
+        raise APIError(ErrorCode.CLIENT_DISCONNECTED, "the client disconnected mid-upload") from None
     return b"".join(chunks)

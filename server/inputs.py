@@ -23,9 +23,9 @@ def parse_msgpack(body: bytes, model: type[ModelT]) -> ModelT:
     try:
         obj = unpack(body)
     except CodecError as exc:
-        raise APIError(400, ErrorCode.MALFORMED_BODY, str(exc)) from exc
+        raise APIError(ErrorCode.MALFORMED_BODY, str(exc)) from exc
     if not isinstance(obj, dict):
-        raise APIError(400, ErrorCode.MALFORMED_BODY, f"body must be a msgpack map; got {type(obj).__name__}")
+        raise APIError(ErrorCode.MALFORMED_BODY, f"body must be a msgpack map; got {type(obj).__name__}")
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
@@ -48,7 +48,7 @@ def validation_error(exc: ValidationError) -> APIError:
     detail = problems(errors)
     fields = ", ".join(e["field"] for e in detail["errors"])
     more = f" and {len(errors) - len(detail['errors'])} more" if len(errors) > len(detail["errors"]) else ""
-    return APIError(422, ErrorCode.VALIDATION_ERROR, f"invalid request fields: {fields}{more}", detail)
+    return APIError(ErrorCode.VALIDATION_ERROR, f"invalid request fields: {fields}{more}", detail)
 
 
 def check_images(wire: WireTensor, image_size: int, max_images: int) -> np.ndarray:
@@ -57,14 +57,12 @@ def check_images(wire: WireTensor, image_size: int, max_images: int) -> np.ndarr
     shape = tuple(wire.shape)
     if len(shape) == 4 and shape[0] > max_images:
         raise APIError(
-            413,
             ErrorCode.TOO_MANY_IMAGES,
             f"batch has {shape[0]} images; this server takes at most {max_images}",
             {"max_batch_images": max_images, "received": shape[0]},
         )
     if len(shape) != 4 or shape[0] < 1 or shape[1:] != (3, image_size, image_size):
         raise APIError(
-            422,
             ErrorCode.INVALID_TENSOR,
             f"images must have shape {expected} with N >= 1; received {shape}",
             {"expected": expected, "received": list(shape)},
@@ -72,7 +70,7 @@ def check_images(wire: WireTensor, image_size: int, max_images: int) -> np.ndarr
     try:
         images = wire.to_numpy(allowed_dtypes=ACCEPTED_IMAGE_DTYPES)
     except CodecError as exc:
-        raise APIError(422, ErrorCode.INVALID_TENSOR, f"images: {exc}") from exc
+        raise APIError(ErrorCode.INVALID_TENSOR, f"images: {exc}") from exc
     if images.dtype != np.uint8:
         _check_unit_range(images)
     return images
@@ -90,11 +88,10 @@ def _check_unit_range(images: np.ndarray) -> None:
         return  # the common case; -0.0 and every bad value take the slow path that names them
     if not np.isfinite(images).all():
         bad = int(np.size(images) - np.isfinite(images).sum())
-        raise APIError(422, ErrorCode.INVALID_VALUES, f"images hold {bad} NaN or Inf values")
+        raise APIError(ErrorCode.INVALID_VALUES, f"images hold {bad} NaN or Inf values")
     low, high = float(images.min()), float(images.max())
     if low < 0.0 or high > 1.0:
         raise APIError(
-            422,
             ErrorCode.INVALID_VALUES,
             f"image values must lie in [0, 1] (pixels / 255); received range [{low}, {high}]",
             {"min": low, "max": high},
@@ -103,11 +100,10 @@ def _check_unit_range(images: np.ndarray) -> None:
 
 def check_labels(labels: list[int], num_images: int, num_classes: int) -> np.ndarray:
     if len(labels) != num_images:
-        raise APIError(422, ErrorCode.INVALID_LABELS, f"got {len(labels)} labels for {num_images} images")
+        raise APIError(ErrorCode.INVALID_LABELS, f"got {len(labels)} labels for {num_images} images")
     array = np.asarray(labels, dtype=np.int64)
     if array.size and (array.min() < 0 or array.max() >= num_classes):
         raise APIError(
-            422,
             ErrorCode.INVALID_LABELS,
             f"labels must lie in [0, {num_classes - 1}]; received range "
             f"[{int(array.min())}, {int(array.max())}]",

@@ -25,6 +25,7 @@ from shared.protocol import (
     PROTOCOL_VERSION,
     REPLAYED_HEADER,
     REQUEST_ID_HEADER,
+    Endpoint,
     ErrorCode,
     HealthResponse,
     InfoResponse,
@@ -66,7 +67,7 @@ KeyId = Annotated[str, Depends(authenticate)]
 def ready_service(state: State, _key: KeyId) -> QueryService:
     if state.service is None:
         message = "the model failed to load" if state.load_error else "the model is still loading"
-        raise APIError(503, ErrorCode.NOT_READY, f"{message}; retry shortly", retry_after=2.0)
+        raise APIError(ErrorCode.NOT_READY, f"{message}; retry shortly", retry_after=2.0)
     return state.service
 
 
@@ -75,9 +76,7 @@ Service = Annotated[QueryService, Depends(ready_service)]
 
 def request_id(x_request_id: Annotated[str | None, Header(alias=REQUEST_ID_HEADER)] = None) -> str | None:
     if x_request_id is not None and not (1 <= len(x_request_id) <= 128 and x_request_id.isprintable()):
-        raise APIError(
-            422, ErrorCode.VALIDATION_ERROR, f"{REQUEST_ID_HEADER} must be 1-128 printable characters"
-        )
+        raise APIError(ErrorCode.VALIDATION_ERROR, f"{REQUEST_ID_HEADER} must be 1-128 printable characters")
     return x_request_id
 
 
@@ -89,7 +88,7 @@ def served_response(served: Served) -> Response:
     return Response(served.answer.content, media_type=served.answer.media_type, headers=headers)
 
 
-def _charge(request: Request, key_id: str, endpoint: str, rid: str | None, body: bytes) -> Charge:
+def _charge(request: Request, key_id: str, endpoint: Endpoint, rid: str | None, body: bytes) -> Charge:
     digest = body_hash(request.method, request.url.path, body)
     return Charge(key_id, endpoint, rid, len(body), digest)
 
@@ -179,7 +178,7 @@ async def register_task(
     body = await read_body(request, "application/json", limits.max_task_bytes)
     task_request = await run_in_threadpool(parse_json, body, TaskRequest)
     check_task(task_request, limits)  # before any text is formatted or tokenised
-    charge = _charge(request, key_id, "tasks", rid, body)
+    charge = _charge(request, key_id, Endpoint.TASKS, rid, body)
     served = await run_in_threadpool(
         service.serve, charge, partial(service.register_task, task_request, key_id)
     )
@@ -202,7 +201,7 @@ async def logits(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
     task, body, _, images = await _read_batch(request, state, service, key_id, task_id, LogitsRequest)
-    charge = _charge(request, key_id, "logits", rid, body)
+    charge = _charge(request, key_id, Endpoint.LOGITS, rid, body)
     served = await run_in_threadpool(service.serve, charge, partial(service.logits, task, images, key_id))
     return served_response(served)
 
@@ -213,7 +212,7 @@ async def loss(
 ) -> Response:
     task, body, parsed, images = await _read_batch(request, state, service, key_id, task_id, LossRequest)
     labels = check_labels(parsed.labels, len(images), len(task.class_names))
-    charge = _charge(request, key_id, "loss", rid, body)
+    charge = _charge(request, key_id, Endpoint.LOSS, rid, body)
     work = partial(service.loss, task, images, labels, parsed.loss.value, parsed.focal_gamma, key_id)
     served = await run_in_threadpool(service.serve, charge, work)
     return served_response(served)
@@ -222,7 +221,7 @@ async def loss(
 @router.get(Routes.USAGE)
 async def usage(state: State, key_id: KeyId) -> UsageResponse:
     if state.ledger is None:
-        raise APIError(503, ErrorCode.NOT_READY, "the ledger is not open yet", retry_after=2.0)
+        raise APIError(ErrorCode.NOT_READY, "the ledger is not open yet", retry_after=2.0)
     return await run_in_threadpool(
         usage_from_ledger, state.ledger, state.rejections, key_id, state.settings.price_per_1k_images
     )

@@ -40,11 +40,13 @@ from server.tasks import TextFeatureCache
 from shared.codec import OUTPUT_DTYPE, pack
 from shared.protocol import (
     MSGPACK_CONTENT_TYPE,
+    Endpoint,
     ErrorCode,
     TaskRequest,
     TaskResponse,
     UsageCounts,
     UsageResponse,
+    cost_of,
 )
 
 __all__ = ["Charge", "QueryService", "Served", "Work", "body_hash", "usage_from_ledger", "wire_view"]
@@ -58,7 +60,7 @@ class Charge:
     """Who pays for a call and how it is identified: filled in by the HTTP layer."""
 
     key_id: str
-    endpoint: str
+    endpoint: Endpoint
     request_id: str | None
     bytes: int
     body_hash: str
@@ -145,7 +147,6 @@ class QueryService:
         with self._state:
             if claim in self._claimed:
                 raise APIError(
-                    409,
                     ErrorCode.REQUEST_IN_PROGRESS,
                     f"request id {echo(request_id)} is still being answered; retry shortly",
                     retry_after=1.0,
@@ -183,7 +184,7 @@ class QueryService:
             batch_passes=done.batch_passes,
             bytes=charge.bytes,
             texts=done.texts,
-            cost=done.images * self.settings.price_per_1k_images / 1000.0,
+            cost=cost_of(done.images, self.settings.price_per_1k_images),
         )
         remember = (
             (charge.body_hash, done.answer) if self.settings.replay_ttl > 0 else (charge.body_hash, None)
@@ -196,7 +197,6 @@ class QueryService:
             raise _task_limit_error(exc) from None
         except LedgerUnavailableError as exc:
             raise APIError(
-                503,
                 ErrorCode.LEDGER_UNAVAILABLE,
                 "the query ledger cannot record charges right now; "
                 "nothing was charged or answered, retry shortly",
@@ -228,7 +228,7 @@ class QueryService:
     def get_task(self, key_id: str, task_id: str) -> StoredTask:
         task = self.ledger.load_task(task_id, key_id)
         if task is None:  # another key's task is as unknown as a made-up id
-            raise APIError(404, ErrorCode.NOT_FOUND, f"no task {echo(task_id)} for this API key")
+            raise APIError(ErrorCode.NOT_FOUND, f"no task {echo(task_id)} for this API key")
         return task
 
     def logits(self, task: StoredTask, images: np.ndarray, key_id: str) -> Work:
@@ -260,10 +260,10 @@ class QueryService:
             image_features, passes = self.batcher.submit(images)
         except QueueFullError as exc:
             raise APIError(
-                503, ErrorCode.QUEUE_FULL, f"{exc}; retry shortly", retry_after=QUEUE_RETRY_AFTER_S
+                ErrorCode.QUEUE_FULL, f"{exc}; retry shortly", retry_after=QUEUE_RETRY_AFTER_S
             ) from None
         except BatcherClosedError as exc:
-            raise APIError(503, ErrorCode.NOT_READY, f"{exc}; retry shortly", retry_after=2.0) from None
+            raise APIError(ErrorCode.NOT_READY, f"{exc}; retry shortly", retry_after=2.0) from None
         return self.backend.logits_from_features(image_features, features), passes
 
     def _task_id(self, key_id: str, request: TaskRequest) -> str:
@@ -284,7 +284,6 @@ def wire_view(array: np.ndarray) -> dict[str, object]:
 def _replay(seen: Remembered, charge: Charge) -> Answer:
     if seen.body_hash != charge.body_hash:
         raise APIError(
-            422,
             ErrorCode.IDEMPOTENCY_MISMATCH,
             f"request id {echo(charge.request_id)} was already used with a different request; "
             "use a new id for a new request",
@@ -296,7 +295,6 @@ def _replay(seen: Remembered, charge: Charge) -> Answer:
 
 def _expired(request_id: str | None) -> APIError:
     return APIError(
-        410,
         ErrorCode.REPLAY_EXPIRED,
         f"request id {echo(request_id)} was answered and charged, but its stored answer has expired; "
         "it is not recomputed and not charged again: send the work again under a new id",
@@ -304,12 +302,11 @@ def _expired(request_id: str | None) -> APIError:
 
 
 def _task_limit_error(exc: TaskLimitError) -> APIError:
-    return APIError(429, ErrorCode.TASK_LIMIT_REACHED, str(exc), {"max_tasks_per_key": exc.limit})
+    return APIError(ErrorCode.TASK_LIMIT_REACHED, str(exc), {"max_tasks_per_key": exc.limit})
 
 
 def _quota_error(exc: QuotaExceededError) -> APIError:
     return APIError(
-        429,
         ErrorCode.QUOTA_EXCEEDED,
         str(exc),
         {"quota_images": exc.quota, "used": exc.used, "requested": exc.requested},

@@ -28,7 +28,6 @@ def check_task(request: TaskRequest, limits: TaskLimits) -> None:
         problem = template_problem(template)
         if problem is not None:
             raise APIError(
-                422,
                 ErrorCode.VALIDATION_ERROR,
                 f"templates[{index}] {echo(template)}: {problem}",
                 {"field": f"templates[{index}]", "rule": "template"},
@@ -38,7 +37,6 @@ def check_task(request: TaskRequest, limits: TaskLimits) -> None:
 def _at_most(count: int, limit: int, what: str, rule: str) -> None:
     if count > limit:
         raise APIError(
-            422,
             ErrorCode.VALIDATION_ERROR,
             f"task has {count} {what}; this server accepts at most {limit}",
             {"rule": rule, "limit": limit, "received": count},
@@ -48,7 +46,6 @@ def _at_most(count: int, limit: int, what: str, rule: str) -> None:
 def _not_longer(text: str, limit: int, field: str, rule: str) -> None:
     if len(text) > limit:
         raise APIError(
-            422,
             ErrorCode.VALIDATION_ERROR,
             f"{field} has {len(text)} characters; this server accepts at most {limit}",
             {"field": field, "rule": rule, "limit": limit, "received": len(text)},

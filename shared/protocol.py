@@ -19,6 +19,8 @@ __all__ = [
     "MSGPACK_CONTENT_TYPE",
     "PROTOCOL_VERSION",
     "REQUEST_ID_HEADER",
+    "ERROR_STATUS",
+    "Endpoint",
     "ErrorBody",
     "ErrorCode",
     "ErrorDetail",
@@ -38,6 +40,7 @@ __all__ = [
     "UsageCounts",
     "UsageResponse",
     "WireTensor",
+    "cost_of",
     "template_problem",
 ]
 
@@ -61,6 +64,19 @@ class Routes:
     LOGITS = "/v1/tasks/{task_id}/logits"
     LOSS = "/v1/tasks/{task_id}/loss"
     USAGE = "/v1/usage"
+
+
+class Endpoint(StrEnum):
+    """The charged endpoints, by the name both the ledger and the client meter count them under."""
+
+    TASKS = "tasks"
+    LOGITS = "logits"
+    LOSS = "loss"
+
+
+def cost_of(images: int, price_per_1k_images: float) -> float:
+    """What ``images`` image queries cost at the server's price (registrations cost nothing)."""
+    return images * price_per_1k_images / 1000.0
 
 
 class _Model(BaseModel):
@@ -89,6 +105,32 @@ class ErrorCode(StrEnum):
     QUEUE_FULL = "queue_full"
     LEDGER_UNAVAILABLE = "ledger_unavailable"
     INTERNAL_ERROR = "internal_error"
+
+
+# The one table of error codes and their HTTP statuses: the server raises by code, clients read both.
+ERROR_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.MALFORMED_BODY: 400,
+    ErrorCode.CLIENT_DISCONNECTED: 400,
+    ErrorCode.VALIDATION_ERROR: 422,
+    ErrorCode.INVALID_TENSOR: 422,
+    ErrorCode.INVALID_VALUES: 422,
+    ErrorCode.INVALID_LABELS: 422,
+    ErrorCode.IDEMPOTENCY_MISMATCH: 422,
+    ErrorCode.TOO_MANY_IMAGES: 413,
+    ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.QUOTA_EXCEEDED: 429,
+    ErrorCode.TASK_LIMIT_REACHED: 429,
+    ErrorCode.REQUEST_IN_PROGRESS: 409,
+    ErrorCode.REPLAY_EXPIRED: 410,
+    ErrorCode.NOT_READY: 503,
+    ErrorCode.LEDGER_UNAVAILABLE: 503,
+    ErrorCode.QUEUE_FULL: 503,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
 
 
 class ErrorDetail(_Model):

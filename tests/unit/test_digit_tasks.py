@@ -13,7 +13,15 @@ import pytest
 from client.digits import TASK_NAMES
 from client.digits.mnist import REBIAS_COLOURS, biased_mnist, load_mnist, loc_mnist
 from client.digits.sources import heldout_indices, pretrain_indices, sklearn_digits
-from client.digits.tasks import COLOURS, SPLIT_COUNTS, TASKS, _border_position, build_split, write_task_folder
+from client.digits.tasks import (
+    COLOURS,
+    SPLIT_COUNTS,
+    TASKS,
+    _border_position,
+    _compose,
+    build_split,
+    write_task_folder,
+)
 
 
 def test_task_names_match_the_generators() -> None:
@@ -70,6 +78,26 @@ def test_loc_digits_have_a_centred_distractor_and_ink_at_a_border(task: str) -> 
     edges[:, band:-band, band:-band] = False
     if spec.fake_px < 32 - 2 * band:  # the 1:1 distractor is inside the band-free centre
         assert edges.any(axis=(1, 2)).mean() > 0.95
+
+
+@pytest.mark.parametrize("task", ["loc-digits-1x1", "loc-digits-1x4"])
+def test_loc_digits_label_is_the_border_digit_and_the_distractor_is_centred(task: str) -> None:
+    """Composed with a full-ink labelled digit and blank distractors, only a real_px box at a border
+    has ink; with a blank labelled digit and full-ink distractors, only the centred fake_px box."""
+    spec = TASKS[task]
+    full, blank = np.ones((8, 8), np.float32), np.zeros((8, 8), np.float32)
+    images = np.stack([blank, full])
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        real = _compose(spec, full, 0, images, np.array([0]), rng, 32)[0] > 128  # (32, 32)
+        rows, cols = np.nonzero(real)
+        assert rows.max() - rows.min() + 1 == spec.real_px and cols.max() - cols.min() + 1 == spec.real_px
+        assert rows.min() == 0 or cols.min() == 0 or rows.max() == 31 or cols.max() == 31
+        fake = _compose(spec, blank, 0, images, np.array([1]), rng, 32)[0] > 128
+        low = (32 - spec.fake_px) // 2
+        expected = np.zeros((32, 32), bool)
+        expected[low : low + spec.fake_px, low : low + spec.fake_px] = True
+        assert np.array_equal(fake, expected)
 
 
 @pytest.mark.parametrize(
