@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "TrainingDivergedError",
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
@@ -57,6 +58,10 @@ class ProtocolError(BlackVIPError):
 
 class JobInterruptedError(BlackVIPError):
     """The server stayed away longer than the job waits; a checkpoint to resume from was written."""
+
+
+class TrainingDivergedError(BlackVIPError, FloatingPointError):
+    """The loss or the parameters became NaN/Inf; the last good checkpoint was kept."""
 
 
 class DatasetError(BlackVIPError, ValueError):

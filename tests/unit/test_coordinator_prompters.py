@@ -194,18 +194,27 @@ def test_padding_prompt_scales_with_the_image_size(space: PixelSpace) -> None:
 
 def test_bar_program_layout() -> None:
     program = BarProgram(224)
-    assert program.inner == 194 and program.lo == 15
-    x = _pixels(2, 224)
+    assert program.inner == 194 and program.lo == 15  # the seed's PROGRAM: 112 - 194 // 2 = 15
+    x = _pixels(2, 194)  # read straight at 194 px, as the seed's INPUT.SIZE [194, 194]
     out = _run(program, x)
     assert out.shape == (2, 3, 224, 224)
-    small = nn.functional.interpolate(x, size=194, mode="bilinear", align_corners=False).clamp(0, 1)
-    assert_close(out[:, :, 15:209, 15:209], small)
+    assert torch.equal(out[:, :, 15:209, 15:209], x)  # placed as it is, no resampling
     frame = torch.ones(224, 224, dtype=torch.bool)
     frame[15:209, 15:209] = False
     expected_frame = torch.sigmoid(program.weight.detach())[:, frame]
     for i in range(2):
         assert_close(out[i][:, frame], expected_frame)
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    with pytest.raises(ValueError, match="inner size 194"):
+        _run(program, _pixels(2, 224))
+
+
+def test_bar_reads_its_images_at_the_inner_size() -> None:
+    from client.methods import bar_inner_size, method_input_size
+
+    assert bar_inner_size(224) == 194 and method_input_size("bar", 224) == 194
+    assert method_input_size("blackvip", 224) == 224 and method_input_size("vp-spsa", 32) == 32
+    assert bar_inner_size(32) == 28
 
 
 def test_vectors_round_trip_exactly(space: PixelSpace) -> None:
