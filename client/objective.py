@@ -56,6 +56,8 @@ class RemoteLoss:
                     self.prompter.set_vector(vector)
                     batches.append(self.prompter.apply(pixels, prepared))
             images = torch.cat(batches)  # (P * N, 3, S, S)
+            if not bool(torch.isfinite(images).all()):  # the server would refuse them: a diverged prompt
+                raise FloatingPointError("the prompt holds NaN/Inf values (the parameters overflowed)")
             losses, correct = self.query(images, labels.repeat(len(candidates)))
             n = len(labels)
             return [

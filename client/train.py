@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from tqdm import tqdm
 
@@ -117,19 +118,25 @@ def _step(job: Job) -> StepResult:
             f"server unreachable for over {job.config.max_wait_seconds:.0f} s at step {job.step + 1} "
             f"({exc}); checkpoint saved in {job.run_dir}: rerun with --resume"
         ) from exc
+    except FloatingPointError as exc:  # the oracle refused non-finite prompted images
+        _diverged(job, str(exc))
     problem = divergence(result)
     if problem is not None:
-        # The step's result is not kept: the checkpoint on disk (the last one written before this
-        # step) stays as it is, so the run can be inspected or resumed with other settings.
-        saved = load_checkpoint(job.run_dir)
-        kept = f"the last good checkpoint (step {saved['step']})" if saved else "no checkpoint yet"
-        raise TrainingDivergedError(
-            f"training diverged at step {job.step + 1}: {problem}; stopped, {kept} kept in {job.run_dir}. "
-            f"Lower the learning rate (a, or BAR's init_lr) or the perturbation c"
-        )
+        _diverged(job, problem)
     job.prompter.set_vector(result.params)
     job.step += 1
     return result
+
+
+def _diverged(job: Job, problem: str) -> NoReturn:
+    """Stop: the step's result is not kept, and the checkpoint on disk (the last one written before
+    this step) stays as it is, so the run can be inspected, or restarted with other settings."""
+    saved = load_checkpoint(job.run_dir)
+    kept = f"the last good checkpoint (step {saved['step']})" if saved else "no checkpoint yet"
+    raise TrainingDivergedError(
+        f"training diverged at step {job.step + 1}: {problem}; stopped, {kept} kept in {job.run_dir}. "
+        f"Lower the learning rate (a, or BAR's init_lr) or the perturbation c"
+    )
 
 
 def _log_evaluations(job: Job, evals) -> None:
