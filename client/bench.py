@@ -26,7 +26,16 @@ __all__ = ["Job", "add_bench_flags", "add_plan_flags", "aggregate", "run_bench"]
 
 log = logging.getLogger(__name__)
 
-_PASSED_ON = ("steps", "epochs", "budget_images", "batch_size", "shots", "eval_every", "subsample_classes")
+_PASSED_ON = (
+    "steps",
+    "epochs",
+    "budget_images",
+    "batch_size",
+    "shots",
+    "eval_every",
+    "subsample_classes",
+    "encoder_path",
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench"))
     parser.add_argument("--concurrency", type=int, default=1, help="jobs running at once")
     parser.add_argument("--budget-images", type=int, help="training images per job")
+    parser.add_argument("--encoder-path", type=Path, help="a local copy of the blackvip jobs' encoder (mae)")
     parser.add_argument("--dry-run", action="store_true", help="print the cost plan and run nothing")
 
 
