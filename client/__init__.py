@@ -18,6 +18,7 @@ from client._exceptions import (
     QuotaExceededError,
     ServerError,
     ServerUnavailableError,
+    TrainingDivergedError,
     TransportError,
     UnsupportedMediaTypeError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "EndpointCount",
     "InvalidInputError",
     "JobInterruptedError",
+    "TrainingDivergedError",
     "LossResult",
     "NotFoundError",
     "PayloadTooLargeError",

@@ -269,6 +269,12 @@ def test_design_table_spot_checks() -> None:
     eurosat = build_config({"data": "d", "dataset": "eurosat", "method": "blackvip"})
     assert (eurosat.beta, eurosat.gamma, eurosat.c, eurosat.p_eps) == (0.9, 0.2, 0.005, 0.4)
     assert eurosat.templates == ["a centered satellite photo of {}."]
+    assert eurosat.encoder == "mae"  # the seed's Coordinator encoder for the benchmarks
+    for name in ("loc_mnist_1x1", "loc_mnist_1x4", "biased_mnist_08", "biased_mnist_09"):
+        assert build_config({"data": "d", "dataset": name}).templates == [
+            "This is a photo of {}"
+        ]  # the seed's
+    assert build_config({"data": "d", "dataset": "loc-digits-1x1"}).encoder == "random-pooled"  # our toy task
     sun = build_config({"data": "d", "dataset": "sun397"})
     assert sun.epochs == 1000 and sun.steps is None  # the seed's epochs, not steps
 

@@ -612,3 +612,31 @@ def test_few_shot_cache_from_another_rule_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"shots": 4, "seed": 1, "train": [], "val": []}))  # the old numpy draw
     with pytest.raises(DatasetError, match="delete it"):
         sample_few_shot(_synthetic(), 4, seed=1, cache_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- base-to-new classes
+
+
+def test_subsample_base_and_new_follow_cocoops_rule() -> None:
+    from client.datasets.subsample import subsample_splits
+
+    # 5 classes: base = the first ceil(5 / 2) = 3 labels, new = the last 2, each relabelled from 0
+    splits = _synthetic(classes=5, train=2, val=1)
+    base = subsample_splits(splits, "base")
+    new = subsample_splits(splits, "new")
+    assert base.class_names == ["c0", "c1", "c2"] and new.class_names == ["c3", "c4"]
+    assert sorted({item.label for item in base.train}) == [0, 1, 2]
+    assert [item.path for item in new.test] == [item.path for item in splits.test if item.label >= 3]
+    assert {item.label for item in new.test} == {0, 1}
+    assert all(
+        new.class_names[item.label] == splits.class_names[int(item.path.parent.name)] for item in new.test
+    )
+    assert subsample_splits(splits, "all") is splits
+
+
+def test_subsample_uses_the_labels_present_in_train() -> None:
+    from client.datasets.subsample import kept_labels
+
+    assert kept_labels([4, 1, 1, 7, 9], "base") == [1, 4] and kept_labels([4, 1, 7, 9], "new") == [7, 9]
+    with pytest.raises(DatasetError, match="subsample_classes"):
+        kept_labels([0, 1], "half")
