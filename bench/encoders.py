@@ -34,6 +34,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--encoders", nargs="+", default=["random-pooled", "scratch"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--steps", type=int, default=500, help="BlackVIP steps (the demo's default)")
+    parser.add_argument("--eval-every", type=int, default=0, help="steps between test evaluations (curve)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-encoders"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/encoders.md"))
     return parser.parse_args(argv)
@@ -46,7 +47,8 @@ def run_all(args: argparse.Namespace, url: str, data: Path) -> dict[str, list[di
             out = args.workdir / args.task / encoder / f"seed{seed}"
             if not (out / "summary.json").exists():
                 settings = {"url": url, "dataset": args.task, "data": data, "out": out, "seed": seed}
-                config = build_config({**settings, "steps": args.steps, "encoder": encoder})
+                run = {"steps": args.steps, "encoder": encoder, "eval_every": args.eval_every}
+                config = build_config({**settings, **run})
                 log.info("running %s seed %d", encoder, seed)
                 run_job(config)
             summaries.setdefault(encoder, []).append(json.loads((out / "summary.json").read_text()))
