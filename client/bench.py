@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client._exceptions import BlackVIPError
+from client.config import ENCODERS
 
 __all__ = ["Job", "add_bench_flags", "add_plan_flags", "aggregate", "run_bench"]
 
@@ -34,6 +35,7 @@ _PASSED_ON = (
     "shots",
     "eval_every",
     "subsample_classes",
+    "encoder",
     "encoder_path",
 )
 
@@ -73,7 +75,12 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench"))
     parser.add_argument("--concurrency", type=int, default=1, help="jobs running at once")
     parser.add_argument("--budget-images", type=int, help="training images per job")
-    parser.add_argument("--encoder-path", type=Path, help="a local copy of the blackvip jobs' encoder (mae)")
+    parser.add_argument(
+        "--encoder",
+        choices=ENCODERS,
+        help="the blackvip jobs' Coordinator encoder (default: each preset's; mae for the benchmarks)",
+    )
+    parser.add_argument("--encoder-path", type=Path, help="a local copy of the blackvip jobs' encoder")
     parser.add_argument("--dry-run", action="store_true", help="print the cost plan and run nothing")
 
 
