@@ -180,3 +180,16 @@ def test_a_pretrained_encoder_needs_the_seeds_cube() -> None:
         tiny = ViTModel(ViTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
                                   intermediate_size=64, image_size=32, patch_size=8))  # fmt: skip
         Coordinator(HFViTEncoder(tiny, False), 32)  # 64 values do not fit 32 x 1 x 1
+
+
+def test_every_configurable_encoder_can_be_built_by_name() -> None:
+    import typing
+
+    from client.config import ENCODERS, TrainConfig
+    from client.encoders import ENCODER_KINDS
+
+    assert (
+        set(ENCODERS)
+        == set(ENCODER_KINDS)
+        == set(typing.get_args(TrainConfig.model_fields["encoder"].annotation))
+    )
