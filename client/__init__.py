@@ -21,6 +21,7 @@ from client._exceptions import (
     RequestInProgressError,
     ServerError,
     ServerUnavailableError,
+    TrainingDivergedError,
     TransportError,
     UnsupportedMediaTypeError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidRequestError",
     "JobInterruptedError",
+    "TrainingDivergedError",
     "LossResult",
     "NotFoundError",
     "PayloadTooLargeError",

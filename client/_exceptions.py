@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "TrainingDivergedError",
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
@@ -67,6 +68,10 @@ class InvalidRequestError(BlackVIPError, ValueError):
 
 class JobInterruptedError(BlackVIPError):
     """The server stayed away longer than the job waits; a checkpoint to resume from was written."""
+
+
+class TrainingDivergedError(BlackVIPError, FloatingPointError):
+    """The loss or the parameters became NaN/Inf; the last good checkpoint was kept."""
 
 
 class DatasetError(BlackVIPError, ValueError):

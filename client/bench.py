@@ -21,12 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client._exceptions import BlackVIPError
+from client.config import ENCODERS
 
-__all__ = ["Job", "add_bench_flags", "aggregate", "run_bench"]
+__all__ = ["Job", "add_bench_flags", "add_plan_flags", "aggregate", "run_bench"]
 
 log = logging.getLogger(__name__)
 
-_PASSED_ON = ("steps", "budget_images", "batch_size", "shots", "eval_every")
+_PASSED_ON = (
+    "steps",
+    "epochs",
+    "budget_images",
+    "batch_size",
+    "shots",
+    "eval_every",
+    "subsample_classes",
+    "encoder",
+    "encoder_path",
+)
 
 
 @dataclass(frozen=True)
@@ -41,18 +52,36 @@ class Job:
         return (self.out / "summary.json").exists()
 
 
-def add_bench_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="$DATA: the folder holding the datasets")
+def add_plan_flags(parser: argparse.ArgumentParser, data_required: bool) -> None:
+    """The grid and its run length: shared by ``bench`` and ``plan``."""
+    help_data = "$DATA: the folder holding the datasets" + (
+        "" if data_required else " (sizes read if present)"
+    )
+    parser.add_argument("--data", type=Path, required=data_required, help=help_data)
     parser.add_argument("--datasets", nargs="+", required=True, help="preset names, e.g. eurosat dtd")
     parser.add_argument("--methods", nargs="+", default=["zeroshot", "blackvip", "vp-spsa", "bar"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--workdir", type=Path, default=Path("runs/bench"))
-    parser.add_argument("--concurrency", type=int, default=1, help="jobs running at once")
     parser.add_argument("--shots", type=int, help="default: each preset's (16)")
-    parser.add_argument("--steps", type=int, help="default: each dataset's preset")
-    parser.add_argument("--budget-images", type=int, help="training images per job")
+    parser.add_argument("--epochs", type=int, help="default: each dataset's preset (the seed's epochs)")
+    parser.add_argument("--steps", type=int, help="overrides --epochs and the presets")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--eval-every", type=int, help="steps between test evaluations (curves)")
+    parser.add_argument("--subsample-classes", choices=["all", "base", "new"], help="base-to-new split")
+    parser.add_argument("--price", type=float, help="price per 1,000 images (default: the server's)")
+
+
+def add_bench_flags(parser: argparse.ArgumentParser) -> None:
+    add_plan_flags(parser, data_required=True)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--concurrency", type=int, default=1, help="jobs running at once")
+    parser.add_argument("--budget-images", type=int, help="training images per job")
+    parser.add_argument(
+        "--encoder",
+        choices=ENCODERS,
+        help="the blackvip jobs' Coordinator encoder (default: each preset's; mae for the benchmarks)",
+    )
+    parser.add_argument("--encoder-path", type=Path, help="a local copy of the blackvip jobs' encoder")
+    parser.add_argument("--dry-run", action="store_true", help="print the cost plan and run nothing")
 
 
 def plan(args: argparse.Namespace) -> list[Job]:

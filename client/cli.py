@@ -2,6 +2,7 @@
 
     blackvip train --data ROOT [--dataset PRESET] [--method blackvip|vp-spsa|bar|zeroshot] [--out DIR] ...
     blackvip eval  --data ROOT [--run DIR] [--eval-splits test]
+    blackvip plan  --datasets eurosat dtd [--methods ...] [--seeds ...] [--data ROOT] [--price P]
     blackvip usage | info
 
 Training flags mirror :class:`client.config.TrainConfig`; a ``--config FILE`` (TOML) sets any of them,
@@ -22,7 +23,7 @@ from typing import Any
 
 from client._exceptions import BlackVIPError, JobInterruptedError
 from client._sdk import BlackVIPClient
-from client.bench import add_bench_flags
+from client.bench import add_bench_flags, add_plan_flags
 from client.config import METHODS, ConfigError, TrainConfig, build_config, dataset_presets
 from client.digits import TASK_NAMES
 from client.digits.make import add_data_flags
@@ -47,6 +48,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_demo_flags(demo)
     bench = commands.add_parser("bench", parents=[common], help="a grid of jobs: datasets x methods x seeds")
     add_bench_flags(bench)
+    plan = commands.add_parser(
+        "plan", parents=[common], help="steps, queries and cost of a grid, run nothing"
+    )
+    add_plan_flags(plan, data_required=False)
     data = commands.add_parser("data", help="write a synthetic task's image folders (digits, MNIST)")
     add_data_flags(data)
     evaluate = commands.add_parser("eval", parents=[common], help="evaluate zero-shot or a trained run")
@@ -99,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             with BlackVIPClient(args.url or "http://127.0.0.1:8000", args.api_key) as client:
                 result = client.info() if args.command == "info" else client.usage()
             print(json.dumps(result.model_dump(mode="json"), indent=2))
+            return 0
+        if args.command == "plan" or (args.command == "bench" and args.dry_run):
+            from client.plan_cli import print_plan
+
+            print_plan(args)
             return 0
         if args.command == "bench":
             from client.bench import run_bench

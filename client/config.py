@@ -9,9 +9,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["METHODS", "ConfigError", "TrainConfig", "build_config", "dataset_presets", "preset_values"]
+__all__ = [
+    "DEFAULT_STEPS",
+    "ENCODERS",
+    "METHODS",
+    "ConfigError",
+    "TrainConfig",
+    "batches_per_epoch",
+    "build_config",
+    "dataset_presets",
+    "preset_values",
+]
 
 METHODS = ("blackvip", "vp-spsa", "bar", "zeroshot")
+ENCODERS = ("random-pooled", "scratch", "mae", "vit-sup", "dino-rn50")
+DEFAULT_STEPS = 5000  # when neither --steps nor --epochs nor a preset sets the length
 PRESETS_FILE = Path(__file__).parent / "presets.toml"
 
 
@@ -33,8 +45,11 @@ class TrainConfig(BaseModel):
     fewshot_cache: Path | None = None  # where sampled few-shot splits are kept (default ~/.cache/...)
     seed: int = 1
     templates: list[str] = ["a photo of a {}."]
-    # stopping: whichever comes first
-    steps: int = Field(5000, ge=0)
+    subsample_classes: Literal["all", "base", "new"] = "all"  # CoCoOp's base-to-new split of the classes
+    # stopping: whichever comes first. The length is --steps if given, else --epochs as the seed counts
+    # them (epochs x batches per epoch, drop_last), else DEFAULT_STEPS.
+    steps: int | None = Field(None, ge=0)
+    epochs: int | None = Field(None, ge=0)
     budget_images: int | None = Field(None, ge=1)  # training images queried
     budget_cost: float | None = Field(None, gt=0)
     batch_size: int = Field(128, ge=1)
@@ -49,7 +64,9 @@ class TrainConfig(BaseModel):
     optimizer: Literal["spsa-gc", "spsa"] = "spsa-gc"
     # Coordinator (blackvip)
     p_eps: float = 1.0
-    encoder: Literal["scratch", "mae"] = "scratch"
+    # random-pooled: our offline toy encoder (pooled random conv + trigger); scratch: the seed's
+    # coordinator_init; mae / vit-sup / dino-rn50: the seed's pretrained encoders (local folder or hub)
+    encoder: Literal["random-pooled", "scratch", "mae", "vit-sup", "dino-rn50"] = "random-pooled"
     encoder_path: Path | None = None
     # BAR
     init_lr: float = 5.0
@@ -66,6 +83,22 @@ class TrainConfig(BaseModel):
 
     def saved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def total_steps(self, train_images: int) -> int:
+        """The run's length in optimiser steps for a few-shot train set of ``train_images`` images."""
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is not None:
+            return self.epochs * batches_per_epoch(train_images, self.batch_size)
+        return DEFAULT_STEPS
+
+
+def batches_per_epoch(train_images: int, batch_size: int) -> int:
+    """The seed's loader (my_dassl build_data_loader): drop_last when the set holds a full batch,
+    otherwise one short batch per epoch."""
+    if train_images < 1:
+        raise ConfigError("the few-shot train set is empty: no batch can be drawn")
+    return max(1, train_images // batch_size)
 
 
 def _load_presets() -> dict[str, Any]:
@@ -99,7 +132,11 @@ def build_config(cli: dict[str, Any], config_file: Path | None = None) -> TrainC
     from_file = _read_config_file(config_file) if config_file else {}
     method = given.get("method", from_file.get("method", "blackvip"))
     dataset = given.get("dataset", from_file.get("dataset"))
-    values = {**preset_values(dataset, method), **from_file, **given}
+    preset = preset_values(dataset, method)
+    user = {**from_file, **given}
+    if "epochs" in user and "steps" not in user:
+        preset.pop("steps", None)  # the user's --epochs beats a preset's step count; --steps beats both
+    values = {**preset, **user}
     try:
         return TrainConfig(**values)
     except ValidationError as exc:

@@ -99,6 +99,7 @@ def random_resized_crop(image: object, size: int, generator: torch.Generator | N
         crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
     return np.asarray(crop, dtype=np.uint8).transpose(2, 0, 1).copy()
 
+
 def load_image_folder(
     root: Path, split: str, image_size: int, class_names: list[str] | None = None
 ) -> ImageSet:

@@ -18,10 +18,11 @@ from client._meter import QueryMeter
 from client._retry import RetryPolicy
 from client._sdk import BlackVIPClient
 from client.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
-from client.config import ConfigError, TrainConfig
+from client.config import ConfigError, TrainConfig, batches_per_epoch
 from client.data import BatchSampler, FileImageSet, ImageSet, few_shot_indices, load_image_folder
 from client.datasets import DATASETS
-from client.methods import Method, build_method
+from client.datasets.subsample import kept_labels, subsample_splits
+from client.methods import Method, build_method, method_input_size
 from client.objective import RemoteLoss
 
 __all__ = ["EVALS_NAME", "METRICS_NAME", "Job", "load_job_data", "retry_policy_for"]
@@ -45,7 +46,7 @@ def retry_policy_for(max_wait_seconds: float) -> RetryPolicy:
 class Job:
     """The state of one run; ``run`` is the loop."""
 
-    def __init__(self, config: TrainConfig, resume: bool) -> None:
+    def __init__(self, config: TrainConfig, resume: bool, evaluation_only: bool = False) -> None:
         self.config, self.run_dir = config, config.out
         checkpoint = load_checkpoint(self.run_dir)
         if checkpoint is not None and not resume:
@@ -54,15 +55,21 @@ class Job:
                 f"pass --resume to continue it, or choose another --out"
             )
         if checkpoint is not None:
-            _check_same_job(checkpoint["config"], config)
+            # an evaluation may look at other classes (base-to-new); training may not change them
+            _check_same_job(checkpoint["config"], config, {"subsample_classes"} if evaluation_only else set())
         retry = retry_policy_for(config.max_wait_seconds)
         self.train_api = BlackVIPClient(config.url, config.api_key, retry=retry)
         self.eval_api = BlackVIPClient(config.url, config.api_key, retry=retry)
         self.info = self.train_api.info()
-        self.train_set, self.eval_sets, self.class_names = load_job_data(config, self.info.image_size)
+        input_size = method_input_size(config.method, self.info.image_size)
+        self.train_set, self.eval_sets, self.class_names = load_job_data(config, input_size)
+        self.total_steps = config.total_steps(len(self.train_set))
+        log.info("run length: %d steps (%s)", self.total_steps, _length_source(config, len(self.train_set)))
+        # The method (and its encoder, which may be missing offline) is built before the task is
+        # registered: a run that cannot start spends nothing.
+        self.method: Method = build_method(config, self.info, self.total_steps)
         prompts = [name.replace("_", " ") for name in self.class_names]
         self.task_id = self.train_api.register_task(prompts, config.templates).task_id
-        self.method: Method = build_method(config, self.info)
         self.prompter = self.method.prompter.train()
         self.remote = RemoteLoss(
             self.train_api,
@@ -122,7 +129,7 @@ class Job:
 
     def stop_reason(self, per_step_images: int) -> str | None:
         config, spent = self.config, self.train_api.meter.images
-        if self.step >= config.steps:
+        if self.step >= self.total_steps:
             return "steps"
         if config.budget_images is not None and spent + per_step_images > config.budget_images:
             return "budget_images"
@@ -145,6 +152,17 @@ class Job:
         }
 
 
+def _length_source(config: TrainConfig, train_images: int) -> str:
+    if config.steps is not None:
+        return "--steps"
+    if config.epochs is not None:
+        per_epoch = batches_per_epoch(train_images, config.batch_size)
+        return (
+            f"{config.epochs} epochs x {per_epoch} batches of {config.batch_size} from {train_images} images"
+        )
+    return "default"
+
+
 def _trainable_state(prompter: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Everything but the frozen encoder (86M parameters for MAE; rebuilt from its source)."""
     return {k: v for k, v in prompter.state_dict().items() if ".encoder." not in f".{k}"}
@@ -159,6 +177,7 @@ _RESUMABLE_DIFFERENCES = {
     "eval_batch",
     "eval_every",
     "steps",
+    "epochs",
     "budget_images",
     "budget_cost",
     "checkpoint_every",
@@ -166,9 +185,14 @@ _RESUMABLE_DIFFERENCES = {
 }
 
 
-def _check_same_job(saved: dict[str, Any], config: TrainConfig) -> None:
+# Settings added after a checkpoint was written read as their defaults (e.g. epochs, subsample_classes).
+_DEFAULTS = {name: field.default for name, field in TrainConfig.model_fields.items()}
+
+
+def _check_same_job(saved: dict[str, Any], config: TrainConfig, also_allowed: set[str]) -> None:
     current = config.saved()
-    changed = sorted(k for k in current if k not in _RESUMABLE_DIFFERENCES and saved.get(k) != current[k])
+    allowed = _RESUMABLE_DIFFERENCES | also_allowed
+    changed = sorted(k for k in current if k not in allowed and saved.get(k, _DEFAULTS.get(k)) != current[k])
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
         raise BlackVIPError(f"cannot resume: the settings differ from the checkpoint's ({details})")
@@ -196,10 +220,26 @@ def load_job_data(
     if config.augment:
         raise ConfigError("--augment applies to benchmark datasets; image folders are used as they are")
     full_train = load_image_folder(config.data, "train", image_size)
-    names = full_train.class_names
     train = full_train.subset(few_shot_indices(full_train.labels, config.shots, config.seed))
-    evals = {split: load_image_folder(config.data, split, image_size, names) for split in config.eval_splits}
-    return train, evals, names
+    kept = kept_labels(train.labels.tolist(), config.subsample_classes)
+    train = _keep_classes(train, kept)
+    evals = {
+        split: _keep_classes(load_image_folder(config.data, split, image_size, full_train.class_names), kept)
+        for split in config.eval_splits
+    }
+    return train, evals, train.class_names
+
+
+def _keep_classes(images: ImageSet, kept: list[int]) -> ImageSet:
+    """The images of the ``kept`` labels, relabelled by their position in ``kept`` (base/new split)."""
+    if kept == list(range(len(images.class_names))):
+        return images
+    relabel = torch.full((len(images.class_names),), -1, dtype=torch.int64)
+    relabel[torch.tensor(kept)] = torch.arange(len(kept))
+    new_labels = relabel[images.labels]
+    index = torch.nonzero(new_labels >= 0).flatten()
+    names = [images.class_names[label] for label in kept]
+    return ImageSet(images.pixels[index], new_labels[index], names)
 
 
 def _benchmark_data(
@@ -210,14 +250,15 @@ def _benchmark_data(
 
     splits = load_dataset(config.dataset, config.data)
     few = sample_few_shot(splits, config.shots, config.seed, fewshot_cache_dir(config))
-    names = splits.class_names
+    few = subsample_splits(few, config.subsample_classes)  # after the draw, as the seed
+    names = few.class_names
 
     def listed(items: list, augment: bool) -> FileImageSet:
         labels = torch.tensor([item.label for item in items], dtype=torch.int64)
         return FileImageSet([item.path for item in items], labels, names, image_size, augment)
 
     augment = True if config.augment is None else config.augment  # the seed augments transfer datasets
-    chosen = {"train": few.train, "val": few.val, "test": splits.test}
+    chosen = {"train": few.train, "val": few.val, "test": few.test}
     unknown = [split for split in config.eval_splits if split not in chosen]
     if unknown:
         raise ConfigError(f"unknown evaluation split(s) {unknown}: use train, val or test")

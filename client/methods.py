@@ -12,7 +12,7 @@ from client.prompters import BarProgram, CoordinatorPrompt, NoPrompt, PaddingPro
 from client.zo import RGF, SPSA
 from shared.protocol import InfoResponse
 
-__all__ = ["Method", "build_method"]
+__all__ = ["Method", "bar_inner_size", "build_method", "method_input_size"]
 
 
 @dataclass
@@ -22,7 +22,18 @@ class Method:
     loss_kind: str  # the server's "ce" or "focal"
 
 
-def build_method(config: TrainConfig, info: InfoResponse) -> Method:
+def bar_inner_size(image_size: int) -> int:
+    """BAR's image inside the frame: the seed's INPUT.SIZE 194 in a 224 frame, scaled, kept even."""
+    return 2 * round(194 * image_size / 224 / 2)
+
+
+def method_input_size(method: str, image_size: int) -> int:
+    """The size the method's images are read at: BAR reads them straight at its inner size (the seed's
+    transforms resize/crop to 194 px, bicubic), the others at the server's input size."""
+    return bar_inner_size(image_size) if method == "bar" else image_size
+
+
+def build_method(config: TrainConfig, info: InfoResponse, total_steps: int) -> Method:
     torch.manual_seed(config.seed)  # decoder and prompt initialisations are part of the run's seed
     space = PixelSpace(info.mean, info.std)
     size = info.image_size
@@ -46,9 +57,9 @@ def build_method(config: TrainConfig, info: InfoResponse) -> Method:
         rgf = RGF(
             init_lr=config.init_lr,
             min_lr=config.min_lr,
-            total_steps=config.steps,
+            total_steps=total_steps,  # the decay runs over the real run length, as the seed's
             q=config.q,
             beta=config.rgf_beta,
         )
-        return Method(BarProgram(size, seed=config.seed), rgf, "focal")
+        return Method(BarProgram(size, inner=bar_inner_size(size), seed=config.seed), rgf, "focal")
     return Method(NoPrompt(), None, "ce")

@@ -12,13 +12,12 @@ import numpy as np
 import torch
 
 from client._sdk import BlackVIPClient
+from client.plan import images_per_request
 from client.prompters import Prompter
 from client.zo import Evaluation, LossOracle
 from shared.protocol import InfoResponse
 
 __all__ = ["RemoteLoss", "to_wire"]
-
-_REQUEST_OVERHEAD = 4096  # msgpack framing, field names, header slack
 
 
 def to_wire(pixels: torch.Tensor, dtype: str) -> np.ndarray:
@@ -41,9 +40,9 @@ class RemoteLoss:
     ) -> None:
         self.api, self.task_id, self.prompter = api, task_id, prompter
         self.loss_kind, self.focal_gamma, self.wire_dtype = loss_kind, focal_gamma, wire_dtype
-        per_image = 3 * info.image_size**2 * np.dtype(wire_dtype).itemsize + 9  # + a label
-        by_bytes = max(1, (info.max_request_bytes - _REQUEST_OVERHEAD) // per_image)
-        self.images_per_request = min(info.max_batch_images, by_bytes)
+        self.images_per_request = images_per_request(
+            info.image_size, wire_dtype, info.max_batch_images, info.max_request_bytes
+        )
 
     def oracle(self, pixels: torch.Tensor, labels: torch.Tensor) -> LossOracle:
         """An oracle for one batch: pixels (N, 3, S, S) float in [0, 1], labels (N,)."""
@@ -57,6 +56,8 @@ class RemoteLoss:
                     self.prompter.set_vector(vector)
                     batches.append(self.prompter.apply(pixels, prepared))
             images = torch.cat(batches)  # (P * N, 3, S, S)
+            if not bool(torch.isfinite(images).all()):  # the server would refuse them: a diverged prompt
+                raise FloatingPointError("the prompt holds NaN/Inf values (the parameters overflowed)")
             losses, correct = self.query(images, labels.repeat(len(candidates)))
             n = len(labels)
             return [
@@ -67,6 +68,16 @@ class RemoteLoss:
             ]
 
         return evaluate
+
+    def logits(self, images: torch.Tensor) -> np.ndarray:
+        """Logits (N, C) for any number of images, split to fit the limits (evaluation only)."""
+        chunks = [
+            self.api.logits(
+                self.task_id, to_wire(images[start : start + self.images_per_request], self.wire_dtype)
+            )
+            for start in range(0, len(images), self.images_per_request)
+        ]
+        return np.concatenate(chunks)
 
     def query(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Per-image losses and correctness for any number of images, split to fit the limits."""

@@ -6,8 +6,8 @@ in [0, 1] pixel space (what the server accepts).
 - :class:`PaddingPrompt` (VP): a learnable frame of width 30 at 224 px (scaled to the input size),
   added in normalised space. The seed does not clip it; a black-box server only takes valid images,
   so the result is clamped to [0, 1] here.
-- :class:`BarProgram` (BAR): the image shrunk to 194/224 of the frame and centred, the frame outside
-  it filled with sigmoid(W).
+- :class:`BarProgram` (BAR): the image, read at 194/224 of the frame (as the seed's INPUT.SIZE 194),
+  centred in the frame, the frame outside it filled with sigmoid(W).
 - :class:`NoPrompt`: zero-shot.
 """
 
@@ -117,7 +117,12 @@ class BarProgram(Prompter):
         self.register_buffer("mask", mask)
 
     def apply(self, pixels: torch.Tensor, prepared: object) -> torch.Tensor:
-        small = nn.functional.interpolate(pixels, size=self.inner, mode="bilinear", align_corners=False)
+        # As the seed's PROGRAM: the image arrives at the inner size (read there, bicubic) and is placed
+        # as it is; no resampling here.
+        if tuple(pixels.shape[-2:]) != (self.inner, self.inner):
+            raise ValueError(
+                f"BAR takes images read at its inner size {self.inner} px, got {tuple(pixels.shape[-2:])}"
+            )
         framed = torch.zeros(pixels.shape[0], 3, self.mask.shape[-1], self.mask.shape[-1])
-        framed[:, :, self.lo : self.lo + self.inner, self.lo : self.lo + self.inner] = small.clamp(0.0, 1.0)
+        framed[:, :, self.lo : self.lo + self.inner, self.lo : self.lo + self.inner] = pixels
         return framed + torch.sigmoid(self.weight) * self.mask

@@ -13,17 +13,24 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from tqdm import tqdm
 
-from client._exceptions import BlackVIPError, JobInterruptedError, ServerUnavailableError, TransportError
+from client._exceptions import (
+    BlackVIPError,
+    JobInterruptedError,
+    ServerUnavailableError,
+    TrainingDivergedError,
+    TransportError,
+)
 from client._meter import QueryMeter
 from client.checkpoint import atomic_write_json, load_checkpoint
 from client.config import TrainConfig
 from client.evaluate import evaluate
 from client.job import EVALS_NAME, METRICS_NAME, Job
 from client.objective import RemoteLoss
-from client.zo import StepResult
+from client.zo import StepResult, divergence
 
 __all__ = ["EVALS_NAME", "JobResult", "run_evaluation", "run_job"]
 
@@ -39,7 +46,7 @@ class JobResult:
     eval_meter: QueryMeter
     first_loss: float | None
     last_loss: float | None
-    evaluations: dict[str, dict[str, float]] = field(default_factory=dict)
+    evaluations: dict[str, dict[str, object]] = field(default_factory=dict)
     summary_path: Path | None = None
 
 
@@ -70,7 +77,7 @@ def _train(job: Job) -> str:
     """The loop; returns why it stopped."""
     config, optimizer = job.config, job.method.optimizer
     per_step = config.batch_size * optimizer.evaluations_per_step()
-    bar = tqdm(total=config.steps, initial=job.step, desc=config.method, disable=None)
+    bar = tqdm(total=job.total_steps, initial=job.step, desc=config.method, disable=None)
     with (job.run_dir / METRICS_NAME).open("a") as metrics, (job.run_dir / EVALS_NAME).open("a") as evals:
         if config.eval_every and job.step == 0:
             _log_evaluations(job, evals)  # the curve starts at zero images queried
@@ -111,14 +118,31 @@ def _step(job: Job) -> StepResult:
             f"server unreachable for over {job.config.max_wait_seconds:.0f} s at step {job.step + 1} "
             f"({exc}); checkpoint saved in {job.run_dir}: rerun with --resume"
         ) from exc
+    except FloatingPointError as exc:  # the oracle refused non-finite prompted images
+        _diverged(job, str(exc))
+    problem = divergence(result)
+    if problem is not None:
+        _diverged(job, problem)
     job.prompter.set_vector(result.params)
     job.step += 1
     return result
 
 
+def _diverged(job: Job, problem: str) -> NoReturn:
+    """Stop: the step's result is not kept, and the checkpoint on disk (the last one written before
+    this step) stays as it is, so the run can be inspected, or restarted with other settings."""
+    saved = load_checkpoint(job.run_dir)
+    kept = f"the last good checkpoint (step {saved['step']})" if saved else "no checkpoint yet"
+    raise TrainingDivergedError(
+        f"training diverged at step {job.step + 1}: {problem}; stopped, {kept} kept in {job.run_dir}. "
+        f"Lower the learning rate (a, or BAR's init_lr) or the perturbation c"
+    )
+
+
 def _log_evaluations(job: Job, evals) -> None:
     for split, result in _evaluate_all(job).items():
-        line = {"step": job.step, "train_images": job.train_api.meter.images, "split": split, **result}
+        summary = {k: v for k, v in result.items() if k != "per_class_accuracy"}  # that one: summary.json
+        line = {"step": job.step, "train_images": job.train_api.meter.images, "split": split, **summary}
         evals.write(json.dumps(line) + "\n")
     evals.flush()
 
@@ -128,14 +152,20 @@ def _first_and_last_loss(path: Path) -> tuple[float | None, float | None]:
     return (losses[0], losses[-1]) if losses else (None, None)
 
 
-def _evaluate_all(job: Job) -> dict[str, dict[str, float]]:
+def _evaluate_all(job: Job) -> dict[str, dict[str, object]]:
     remote = RemoteLoss(
         job.eval_api, job.info, job.task_id, job.prompter, "ce", wire_dtype=job.config.wire_dtype
     )
     results = {}
     for split, images in job.eval_sets.items():
         results[split] = evaluate(remote, job.prompter, images, job.config.eval_batch).as_dict()
-        log.info("%s accuracy %.4f over %d images", split, results[split]["accuracy"], len(images))
+        log.info(
+            "%s accuracy %.4f, macro-F1 %.4f over %d images",
+            split,
+            results[split]["accuracy"],
+            results[split]["macro_f1"],
+            len(images),
+        )
     return results
 
 
@@ -166,9 +196,11 @@ def run_evaluation(config: TrainConfig, run_dir: Path | None) -> JobResult:
     checkpoint = load_checkpoint(run_dir)
     if checkpoint is None:
         raise BlackVIPError(f"no checkpoint in {run_dir}")
-    given = config.model_dump(include={"url", "eval_splits", "eval_batch", "data"})
+    # The base-to-new protocol evaluates a run trained on base classes on the new ones: the evaluation's
+    # own --subsample-classes wins over the checkpoint's.
+    given = config.model_dump(include={"url", "eval_splits", "eval_batch", "data", "subsample_classes"})
     saved = TrainConfig(**{**checkpoint["config"], **given, "api_key": config.api_key, "out": run_dir})
-    job = Job(saved, resume=True)
+    job = Job(saved, resume=True, evaluation_only=True)
     result = JobResult(
         run_dir,
         job.step,

@@ -11,13 +11,14 @@ together (as few requests as the server's batch limit allows).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["RGF", "SPSA", "Evaluation", "LossOracle", "StepResult", "spsa_perturbation"]
+__all__ = ["RGF", "SPSA", "Evaluation", "LossOracle", "StepResult", "divergence", "spsa_perturbation"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,11 @@ class RGF:
         self.k = state["k"]
 
 
-def check_finite(params: torch.Tensor) -> None:
-    if not bool(torch.isfinite(params).all()):
-        raise FloatingPointError("parameters became NaN/Inf: lower the learning rate (a) or c")
+def divergence(result: StepResult) -> str | None:
+    """What went non-finite in a step (the loss it saw, or the updated parameters), or None."""
+    if not math.isfinite(result.loss):
+        return f"loss {result.loss}"
+    if not bool(torch.isfinite(result.params).all()):
+        bad = int((~torch.isfinite(result.params)).sum())
+        return f"{bad} of {result.params.numel()} parameters NaN/Inf"
+    return None

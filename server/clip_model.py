@@ -22,17 +22,29 @@ from server.settings import ServerSettings
 
 __all__ = [
     "MODEL_CONFIG_DIR",
+    "OPENAI_TAGS",
     "ClipBackend",
     "ForwardResult",
     "ModelLoadError",
     "fill_unit_pixels",
     "per_image_loss",
+    "uses_quick_gelu",
 ]
 
 log = logging.getLogger(__name__)
 
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+# open_clip's tag for OpenAI's own CLIP weights, which were trained with QuickGELU; open_clip's
+# ViT-B-16/ViT-B-32 configs use nn.GELU and only warn on the mismatch, so we ask for QuickGELU.
+OPENAI_TAGS = frozenset({"openai"})
+
+
+def uses_quick_gelu(settings: ServerSettings) -> bool:
+    """The activation the weights were trained with: --quick-gelu on/off, or auto (an OpenAI tag)."""
+    if settings.quick_gelu != "auto":
+        return settings.quick_gelu == "on"
+    return not settings.random_init and settings.pretrained in OPENAI_TAGS
 
 
 class ModelLoadError(RuntimeError):
@@ -181,34 +193,52 @@ def resolve_device(choice: str) -> torch.device:
 
 def _create_model(open_clip, settings: ServerSettings, device: torch.device) -> torch.nn.Module:
     name = settings.model
+    quick_gelu = uses_quick_gelu(settings)
+    log.info(
+        "activations: %s (--quick-gelu %s)",
+        "QuickGELU" if quick_gelu else "as configured",
+        settings.quick_gelu,
+    )
+    if settings.checkpoint is not None and settings.quick_gelu == "auto":
+        log.warning(
+            "--checkpoint with --quick-gelu auto builds %s as configured; if the file holds OpenAI weights, "
+            "pass --quick-gelu on (they were trained with QuickGELU)",
+            name,
+        )
     if settings.random_init:
         log.warning("=" * 72)
         log.warning(
             "--random-init: serving UNTRAINED %s weights (seed %d); outputs are noise", name, settings.seed
         )
         log.warning("=" * 72)
-        return open_clip.create_model(name, pretrained=None, device=device)
+        return open_clip.create_model(name, pretrained=None, device=device, force_quick_gelu=quick_gelu)
     if settings.checkpoint is not None:
         if not settings.checkpoint.is_file():
             raise ModelLoadError(f"checkpoint {settings.checkpoint} does not exist or is not a file")
         try:
-            return open_clip.create_model(name, pretrained=str(settings.checkpoint), device=device)
+            return open_clip.create_model(
+                name, pretrained=str(settings.checkpoint), device=device, force_quick_gelu=quick_gelu
+            )
         except Exception as exc:
             raise ModelLoadError(
                 f"checkpoint {settings.checkpoint} does not load into {name}: {exc}"
             ) from exc
-    return _create_pretrained(open_clip, name, str(settings.pretrained), device)
+    return _create_pretrained(open_clip, name, str(settings.pretrained), device, quick_gelu)
 
 
-def _create_pretrained(open_clip, name: str, tag: str, device: torch.device) -> torch.nn.Module:
+def _create_pretrained(
+    open_clip, name: str, tag: str, device: torch.device, quick_gelu: bool
+) -> torch.nn.Module:
     tags = open_clip.list_pretrained_tags_by_model(name)
     if tag not in tags:
         raise ModelLoadError(f"{name} has no pretrained tag {tag!r}; known tags: {tags or 'none'}")
     try:
-        return open_clip.create_model(name, pretrained=tag, device=device, require_pretrained=True)
+        return open_clip.create_model(
+            name, pretrained=tag, device=device, require_pretrained=True, force_quick_gelu=quick_gelu
+        )
     except Exception as exc:
         raise ModelLoadError(
             f"could not fetch pretrained weights {name}/{tag} ({exc}). Without network access, "
             f"download the open_clip checkpoint on a connected machine and start the server with "
-            f"--model {name} --checkpoint PATH"
+            f"--model {name} --checkpoint PATH{' --quick-gelu on' if quick_gelu else ''}"
         ) from exc

@@ -36,6 +36,7 @@ class ServerSettings(BaseModel):
     pretrained: str | None = None
     checkpoint: Path | None = None
     random_init: bool = False
+    quick_gelu: Literal["auto", "on", "off"] = "auto"  # auto: on for OpenAI-pretrained tags (clip_model.py)
     seed: int = 0  # makes --random-init weights identical across restarts
     device: Literal["auto", "cpu", "cuda"] = "auto"
     ledger: Path = Path("blackvip-ledger.sqlite3")
@@ -192,6 +193,7 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--pretrained", "open_clip pretrained tag, downloaded from the hub", metavar="TAG")
     add("--checkpoint", "local open_clip checkpoint file", type=Path, metavar="PATH")
     add("--random-init", "serve untrained weights (loudly logged)", action="store_true")
+    add("--quick-gelu", "QuickGELU (OpenAI weights); auto: on for openai tags", choices=["auto", "on", "off"])
     add("--seed", "torch seed used before building the model", type=int)
     add("--device", "where the model runs", choices=["auto", "cpu", "cuda"])
     add("--ledger", "SQLite file that counts every query", type=Path)

@@ -1,16 +1,19 @@
 """CoOp's few-shot protocol: K images per class from train and min(K, 4) per class from val, the test
-split untouched. A class with fewer images keeps all of them (no repeats). The draw depends only on the
-splits, K and the seed; with a cache folder it is written once to ``shot_{K}-seed_{S}.json`` and that
-file is what later calls use (as CoOp reuses its ``split_fewshot/shot_{K}-seed_{S}.pkl``), so a run
-keeps the images it started with even if the sampling code changes.
+split untouched. A class with fewer images keeps all of them (no repeats).
+
+The draw is the seed's (my_dassl ``DatasetBase.generate_fewshot_dataset`` after ``set_random_seed``):
+Python's ``random`` seeded with the run's seed, classes in order of first appearance in the split,
+``random.sample(items, K)`` per class, train first and then val from the same stream. The same seed
+therefore picks the same images as the seed/CoOp. With a cache folder the draw is written once to
+``shot_{K}-seed_{S}.json`` and later calls reuse it (as CoOp reuses ``split_fewshot/*.pkl``); a cache
+made by another sampling rule is refused rather than silently reused.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from client._exceptions import DatasetError
 from client.datasets.base import DatasetSplits, Item, read_json_file
@@ -18,6 +21,7 @@ from client.datasets.base import DatasetSplits, Item, read_json_file
 __all__ = ["VAL_SHOTS_MAX", "cache_path", "sample_few_shot", "sample_per_class"]
 
 VAL_SHOTS_MAX = 4
+SAMPLER = "python-random-v1"  # the seed's rule; written into every cache file
 
 
 def cache_path(cache_dir: Path, shots: int, seed: int) -> Path:
@@ -31,27 +35,26 @@ def sample_few_shot(splits: DatasetSplits, shots: int, seed: int, cache_dir: Pat
     if path is not None and path.exists():
         train, val = _read_cache(path, len(splits.class_names))
         return DatasetSplits(train, val, splits.test, splits.class_names)
-    rng = np.random.default_rng(seed)
+    rng = random.Random(seed)  # the seed's random.seed(cfg.SEED), one stream for train then val
     train = sample_per_class(splits.train, shots, rng)
     val = sample_per_class(splits.val, min(shots, VAL_SHOTS_MAX), rng)
     if path is not None:
         from client.checkpoint import atomic_write_json  # imported here: it brings in torch
 
-        atomic_write_json(path, {"shots": shots, "seed": seed, "train": _dump(train), "val": _dump(val)})
+        payload = {"shots": shots, "seed": seed, "sampler": SAMPLER, "train": _dump(train), "val": _dump(val)}
+        atomic_write_json(path, payload)
     return DatasetSplits(train, val, splits.test, splits.class_names)
 
 
-def sample_per_class(items: list[Item], shots: int, rng: np.random.Generator) -> list[Item]:
-    """``shots`` items of each label (all of a label that has fewer), classes in label order, each
-    class's items in their original order."""
-    by_label: dict[int, list[int]] = {}
-    for index, item in enumerate(items):
-        by_label.setdefault(item.label, []).append(index)
+def sample_per_class(items: list[Item], shots: int, rng: random.Random) -> list[Item]:
+    """The seed's rule: classes in order of first appearance, ``rng.sample(members, shots)`` for a
+    class with at least ``shots`` items (in the order drawn), all items of a smaller class."""
+    by_label: dict[int, list[Item]] = {}
+    for item in items:
+        by_label.setdefault(item.label, []).append(item)
     chosen: list[Item] = []
-    for label in sorted(by_label):
-        members = by_label[label]
-        picked = members if len(members) <= shots else sorted(rng.choice(members, shots, replace=False))
-        chosen.extend(items[int(i)] for i in picked)
+    for members in by_label.values():
+        chosen.extend(rng.sample(members, shots) if len(members) >= shots else members)
     return chosen
 
 
@@ -61,6 +64,12 @@ def _dump(items: list[Item]) -> list[list[Any]]:
 
 def _read_cache(path: Path, num_classes: int) -> tuple[list[Item], list[Item]]:
     data = read_json_file(path)
+    if not isinstance(data, dict) or data.get("sampler") != SAMPLER:
+        found = data.get("sampler", "an older rule") if isinstance(data, dict) else "unknown"
+        raise DatasetError(
+            f"few-shot cache {path} was drawn by {found}, not the seed's rule ({SAMPLER}); "
+            "delete it to draw the seed's images (a run started from it keeps its own copy in mind)"
+        )
     lists = []
     for split in ("train", "val"):
         try:

@@ -44,6 +44,8 @@ def test_bench_grid_is_interrupted_resumed_and_tabulated(tmp_path: Path) -> None
         "4",
         "--shots",
         "2",
+        "--encoder",  # the presets' mae needs weights; the seed's scratch Coordinator runs offline
+        "scratch",
         "--workdir",
         str(workdir),
     ]

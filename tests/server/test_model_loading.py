@@ -57,3 +57,49 @@ def test_unknown_model_and_unknown_tag_are_clear(tmp_path: Path) -> None:
         load(tmp_path, "--model", "no-such-model", "--random-init")
     with pytest.raises(ModelLoadError, match="no pretrained tag 'nope'"):
         load(tmp_path, "--model", "ViT-B-32", "--pretrained", "nope")
+
+
+def _activations(model: torch.nn.Module) -> set[str]:
+    import open_clip
+
+    kinds = {type(m).__name__ for m in model.modules() if isinstance(m, open_clip.transformer.QuickGELU)}
+    kinds |= {type(m).__name__ for m in model.modules() if type(m) is torch.nn.GELU}
+    return kinds
+
+
+@pytest.mark.parametrize(
+    ("argv", "quick"),
+    [
+        (["--pretrained", "openai"], True),  # OpenAI's weights were trained with QuickGELU
+        (["--pretrained", "laion2b_s34b_b88k"], False),
+        (["--random-init"], False),
+        (["--random-init", "--quick-gelu", "on"], True),
+        (["--checkpoint", "/w/openai-b16.pt"], False),  # a file says nothing: the flag decides
+        (["--checkpoint", "/w/openai-b16.pt", "--quick-gelu", "on"], True),
+        (["--pretrained", "openai", "--quick-gelu", "off"], False),
+    ],
+)
+def test_quick_gelu_follows_the_weights(argv: list[str], quick: bool) -> None:
+    from server.clip_model import uses_quick_gelu
+
+    settings = parse_args(["--model", "ViT-B-16", *argv], env={})
+    assert uses_quick_gelu(settings) is quick
+
+
+def test_vit_b16_is_built_with_quick_gelu_when_asked(tmp_path: Path) -> None:
+    # The real build path, no download: random init with the activation --pretrained openai would get.
+    quick = load(tmp_path, "--model", "ViT-B-16", "--random-init", "--quick-gelu", "on")
+    assert _activations(quick.model) == {"QuickGELU"}
+    assert quick.image_size == 224
+    plain = load(tmp_path, "--model", "ViT-B-16", "--random-init")
+    assert _activations(plain.model) == {"GELU"}  # open_clip's config: why the tag must switch it
+
+
+def test_a_checkpoint_can_be_served_with_quick_gelu(tmp_path: Path) -> None:
+    source = load(tmp_path, "--random-init", "--seed", "5")
+    path = tmp_path / "tiny.pt"
+    torch.save({"state_dict": source.model.state_dict()}, path)
+    served = load(tmp_path, "--checkpoint", str(path), "--quick-gelu", "on")
+    assert _activations(served.model) == {"QuickGELU"}
+    assert _activations(source.model) == {"GELU"}
+    assert not np.allclose(logits_of(served), logits_of(source))  # the activation changes every logit

@@ -122,8 +122,9 @@ def test_big_endian_input_is_sent_little_endian(dtype: str) -> None:
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_special_float_values_survive_bit_for_bit(dtype: str) -> None:
-    array = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, np.finfo(dtype).tiny, np.finfo(dtype).max],
-                     dtype=dtype)
+    array = np.array(
+        [np.nan, np.inf, -np.inf, -0.0, 0.0, np.finfo(dtype).tiny, np.finfo(dtype).max], dtype=dtype
+    )
     decoded = decode_tensor(unpack(pack(encode_tensor(array))))
     assert decoded.tobytes() == array.tobytes()
     assert np.signbit(decoded[3]) and not np.signbit(decoded[4])
@@ -168,8 +169,13 @@ def test_codec_error_is_a_value_error() -> None:
 
 @pytest.mark.parametrize(
     ("shape", "dtype", "nbytes"),
-    [((2, 3), "float32", 11), ((2, 3), "float32", 25), ((4,), "uint8", 0), ((0, 3), "float16", 2),
-     ((1, 3, 2, 2), "int64", 95)],
+    [
+        ((2, 3), "float32", 11),
+        ((2, 3), "float32", 25),
+        ((4,), "uint8", 0),
+        ((0, 3), "float16", 2),
+        ((1, 3, 2, 2), "int64", 95),
+    ],
 )
 def test_wrong_byte_length_names_both_lengths(shape: tuple[int, ...], dtype: str, nbytes: int) -> None:
     expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
@@ -206,8 +212,9 @@ def test_non_string_dtype_is_rejected(dtype: object) -> None:
         decode_tensor({"shape": [1], "dtype": dtype, "data": b"\x00" * 4})
 
 
-@pytest.mark.parametrize("missing", [("shape",), ("dtype",), ("data",), ("shape", "data"),
-                                     ("shape", "dtype", "data")])
+@pytest.mark.parametrize(
+    "missing", [("shape",), ("dtype",), ("data",), ("shape", "data"), ("shape", "dtype", "data")]
+)
 def test_missing_keys_are_named(missing: tuple[str, ...]) -> None:
     wire = {"shape": [1], "dtype": "uint8", "data": b"\x00"}
     for key in missing:
@@ -291,8 +298,12 @@ def test_pack_keeps_bytes_binary_and_str_text() -> None:
 
 MSGPACK_INT = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 MSGPACK_SCALARS = st.one_of(
-    st.none(), st.booleans(), MSGPACK_INT, st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=20), st.binary(max_size=64),
+    st.none(),
+    st.booleans(),
+    MSGPACK_INT,
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.binary(max_size=64),
 )
 MSGPACK_OBJECTS = st.recursive(
     MSGPACK_SCALARS,
@@ -305,8 +316,9 @@ MSGPACK_OBJECTS = st.recursive(
 # Small sizes, numpy's limits (a zero elsewhere keeps the byte count at 0), and anything else.
 EDGE_DIMS = st.sampled_from([0, 0, 1, 2, 3, -1, 2**31, 2**32, 2**62, 2**63 - 1, 2**63, 2**64 - 1])
 DIMS = st.one_of(st.integers(0, 4), EDGE_DIMS, MSGPACK_INT, st.booleans(), st.floats(-3, 3), st.none())
-DTYPE_NAMES = st.one_of(st.sampled_from([*WIRE_DTYPES, "float64", "int32", "bool", "<f4", "f4"]),
-                        st.text(max_size=10))
+DTYPE_NAMES = st.one_of(
+    st.sampled_from([*WIRE_DTYPES, "float64", "int32", "bool", "<f4", "f4"]), st.text(max_size=10)
+)
 ALLOWED = st.sampled_from([None, ACCEPTED_IMAGE_DTYPES, ("uint8",)])
 
 
@@ -355,9 +367,11 @@ def test_decode_arbitrary_objects_returns_or_raises_codec_error(obj: object, all
 @FAST
 @given(
     st.fixed_dictionaries(
-        {"shape": st.one_of(st.lists(DIMS, max_size=10), MSGPACK_OBJECTS),
-         "dtype": st.one_of(DTYPE_NAMES, MSGPACK_OBJECTS),
-         "data": st.one_of(st.binary(max_size=128), MSGPACK_OBJECTS)},
+        {
+            "shape": st.one_of(st.lists(DIMS, max_size=10), MSGPACK_OBJECTS),
+            "dtype": st.one_of(DTYPE_NAMES, MSGPACK_OBJECTS),
+            "data": st.one_of(st.binary(max_size=128), MSGPACK_OBJECTS),
+        },
         optional={"extra": MSGPACK_OBJECTS},
     ),
     ALLOWED,
@@ -395,13 +409,16 @@ def test_mutated_valid_tensor_returns_or_raises_codec_error(
 
 @FAST
 @given(
-    shape=st.lists(st.one_of(st.integers(0, 3), EDGE_DIMS.filter(lambda d: d >= 0),
-                             st.integers(0, 2**64 - 1)), max_size=9),
+    shape=st.lists(
+        st.one_of(st.integers(0, 3), EDGE_DIMS.filter(lambda d: d >= 0), st.integers(0, 2**64 - 1)),
+        max_size=9,
+    ),
     dtype=st.sampled_from(WIRE_DTYPES),
     extra=st.integers(-2, 2),
 )
-def test_well_typed_shapes_of_any_size_return_or_raise_codec_error(shape: list[int], dtype: str,
-                                                                   extra: int) -> None:
+def test_well_typed_shapes_of_any_size_return_or_raise_codec_error(
+    shape: list[int], dtype: str, extra: int
+) -> None:
     # Every entry is a valid msgpack uint, so only the sizes can go wrong (including a zero-size
     # shape whose other dimensions numpy cannot represent).
     needed = math.prod(shape) * np.dtype(dtype).itemsize

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from client.coordinator import Coordinator, EncoderLoadError, ScratchEncoder, build_encoder
+from client.coordinator import Coordinator, EncoderLoadError, RandomPooledEncoder, build_encoder
 from client.objective import RemoteLoss, to_wire
 from client.prompters import BarProgram, CoordinatorPrompt, NoPrompt, PaddingPrompt, PixelSpace, Prompter
 from shared.protocol import PROTOCOL_VERSION, InfoResponse, TaskLimits
@@ -42,7 +42,7 @@ def _trainable(module: nn.Module) -> int:
 
 @pytest.mark.parametrize("size", [32, 64, 224])
 def test_coordinator_output_shape(size: int) -> None:
-    coordinator = Coordinator(ScratchEncoder(z_dim=768), size)
+    coordinator = Coordinator(RandomPooledEncoder(z_dim=768), size)
     x = _pixels(2, size)
     z = coordinator.features(x)
     assert z.shape == (2, 768)
@@ -52,14 +52,14 @@ def test_coordinator_output_shape(size: int) -> None:
 
 
 def test_coordinator_has_the_seed_parameter_count_at_224() -> None:
-    coordinator = Coordinator(ScratchEncoder(z_dim=768), 224)
+    coordinator = Coordinator(RandomPooledEncoder(z_dim=768), 224)
     assert _trainable(coordinator) == 9920
     assert _trainable(coordinator.decoder) == 9920
     assert coordinator.decoder.trigger.numel() == 32 * 7 * 7 - 768  # the 800-value trigger
 
 
 def test_coordinator_encoder_is_frozen_and_stays_in_eval_mode() -> None:
-    coordinator = Coordinator(ScratchEncoder(z_dim=64), 64)
+    coordinator = Coordinator(RandomPooledEncoder(z_dim=64), 64)
     assert _trainable(coordinator.encoder) == 0
     assert not any(p.requires_grad for p in coordinator.encoder.parameters())
     coordinator.train()
@@ -74,13 +74,13 @@ def test_coordinator_encoder_is_frozen_and_stays_in_eval_mode() -> None:
     assert not coordinator.decoder.training
 
 
-def test_scratch_encoder_is_reproducible_and_leaves_global_rng_alone() -> None:
+def test_random_pooled_encoder_is_reproducible_and_leaves_global_rng_alone() -> None:
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    first = ScratchEncoder(z_dim=32, seed=4)
+    first = RandomPooledEncoder(z_dim=32, seed=4)
     assert torch.equal(torch.rand(3), expected_next)
-    second = ScratchEncoder(z_dim=32, seed=4)
+    second = RandomPooledEncoder(z_dim=32, seed=4)
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
@@ -88,13 +88,13 @@ def test_scratch_encoder_is_reproducible_and_leaves_global_rng_alone() -> None:
 @pytest.mark.parametrize("size", [48, 100, 225])
 def test_coordinator_rejects_sizes_not_a_multiple_of_32(size: int) -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
-        Coordinator(ScratchEncoder(z_dim=64), size)
+        Coordinator(RandomPooledEncoder(z_dim=64), size)
 
 
 def test_build_encoder_rejects_unknown_kinds() -> None:
     with pytest.raises(ValueError, match="unknown encoder"):
         build_encoder("resnet")
-    assert isinstance(build_encoder("scratch"), ScratchEncoder)
+    assert isinstance(build_encoder("random-pooled"), RandomPooledEncoder)
 
 
 # --------------------------------------------------------------------------- the MAE path, offline
@@ -150,7 +150,7 @@ def test_mae_encoder_missing_path_says_how_to_fix(tmp_path: Path, monkeypatch: p
 
 @pytest.mark.parametrize("p_eps", [0.0, 1.0, 1000.0])
 def test_coordinator_prompt_stays_in_pixel_range(space: PixelSpace, p_eps: float) -> None:
-    prompter = CoordinatorPrompt(Coordinator(ScratchEncoder(z_dim=64), 32), space, p_eps)
+    prompter = CoordinatorPrompt(Coordinator(RandomPooledEncoder(z_dim=64), 32), space, p_eps)
     # make the prompt large so that the clamp matters
     prompter.set_vector(prompter.get_vector() * 50.0)
     x = _pixels(4, 32)
@@ -162,7 +162,7 @@ def test_coordinator_prompt_stays_in_pixel_range(space: PixelSpace, p_eps: float
 
 
 def test_coordinator_prompt_with_a_zero_last_layer_is_the_identity(space: PixelSpace) -> None:
-    prompter = CoordinatorPrompt(Coordinator(ScratchEncoder(z_dim=64), 64), space, 1.0)
+    prompter = CoordinatorPrompt(Coordinator(RandomPooledEncoder(z_dim=64), 64), space, 1.0)
     last = prompter.coordinator.decoder.body[-1]
     assert isinstance(last, nn.ConvTranspose2d) and last.out_channels == 3
     with torch.no_grad():
@@ -194,23 +194,32 @@ def test_padding_prompt_scales_with_the_image_size(space: PixelSpace) -> None:
 
 def test_bar_program_layout() -> None:
     program = BarProgram(224)
-    assert program.inner == 194 and program.lo == 15
-    x = _pixels(2, 224)
+    assert program.inner == 194 and program.lo == 15  # the seed's PROGRAM: 112 - 194 // 2 = 15
+    x = _pixels(2, 194)  # read straight at 194 px, as the seed's INPUT.SIZE [194, 194]
     out = _run(program, x)
     assert out.shape == (2, 3, 224, 224)
-    small = nn.functional.interpolate(x, size=194, mode="bilinear", align_corners=False).clamp(0, 1)
-    assert_close(out[:, :, 15:209, 15:209], small)
+    assert torch.equal(out[:, :, 15:209, 15:209], x)  # placed as it is, no resampling
     frame = torch.ones(224, 224, dtype=torch.bool)
     frame[15:209, 15:209] = False
     expected_frame = torch.sigmoid(program.weight.detach())[:, frame]
     for i in range(2):
         assert_close(out[i][:, frame], expected_frame)
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    with pytest.raises(ValueError, match="inner size 194"):
+        _run(program, _pixels(2, 224))
+
+
+def test_bar_reads_its_images_at_the_inner_size() -> None:
+    from client.methods import bar_inner_size, method_input_size
+
+    assert bar_inner_size(224) == 194 and method_input_size("bar", 224) == 194
+    assert method_input_size("blackvip", 224) == 224 and method_input_size("vp-spsa", 32) == 32
+    assert bar_inner_size(32) == 28
 
 
 def test_vectors_round_trip_exactly(space: PixelSpace) -> None:
     prompters = [
-        CoordinatorPrompt(Coordinator(ScratchEncoder(z_dim=64), 32), space, 1.0),
+        CoordinatorPrompt(Coordinator(RandomPooledEncoder(z_dim=64), 32), space, 1.0),
         PaddingPrompt(32, space),
         BarProgram(32),
     ]
@@ -227,7 +236,7 @@ def test_vectors_round_trip_exactly(space: PixelSpace) -> None:
 
 
 def test_coordinator_prompt_vector_is_the_decoder_only(space: PixelSpace) -> None:
-    prompter = CoordinatorPrompt(Coordinator(ScratchEncoder(z_dim=768), 224), space, 1.0)
+    prompter = CoordinatorPrompt(Coordinator(RandomPooledEncoder(z_dim=768), 224), space, 1.0)
     assert prompter.get_vector().numel() == 9920
 
 

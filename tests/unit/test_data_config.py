@@ -14,7 +14,15 @@ import torch
 from client import checkpoint as checkpoint_module
 from client._meter import EndpointCount, QueryMeter
 from client.checkpoint import CHECKPOINT_NAME, atomic_write_json, load_checkpoint, save_checkpoint
-from client.config import METHODS, ConfigError, TrainConfig, build_config, dataset_presets, preset_values
+from client.config import (
+    METHODS,
+    ConfigError,
+    TrainConfig,
+    batches_per_epoch,
+    build_config,
+    dataset_presets,
+    preset_values,
+)
 from client.data import BatchSampler, DatasetError, few_shot_indices, load_image_folder
 
 # --------------------------------------------------------------------------- image folders
@@ -251,7 +259,7 @@ def test_every_preset_builds_for_every_method(method: str) -> None:
         assert isinstance(config, TrainConfig)
         assert config.method == method and config.dataset == name
         assert config.templates and all(t.count("{}") == 1 for t in config.templates)
-        assert config.steps > 0
+        assert (config.steps or 0) > 0 or (config.epochs or 0) > 0
         # the per-method values really land in the config
         for key, value in preset_values(name, method).items():
             assert getattr(config, key) == value, (name, method, key)
@@ -261,7 +269,34 @@ def test_design_table_spot_checks() -> None:
     eurosat = build_config({"data": "d", "dataset": "eurosat", "method": "blackvip"})
     assert (eurosat.beta, eurosat.gamma, eurosat.c, eurosat.p_eps) == (0.9, 0.2, 0.005, 0.4)
     assert eurosat.templates == ["a centered satellite photo of {}."]
-    assert build_config({"data": "d", "dataset": "sun397"}).steps == 1000
+    assert eurosat.encoder == "mae"  # the seed's Coordinator encoder for the benchmarks
+    for name in ("loc_mnist_1x1", "loc_mnist_1x4", "biased_mnist_08", "biased_mnist_09"):
+        assert build_config({"data": "d", "dataset": name}).templates == [
+            "This is a photo of {}"
+        ]  # the seed's
+    assert build_config({"data": "d", "dataset": "loc-digits-1x1"}).encoder == "random-pooled"  # our toy task
+    sun = build_config({"data": "d", "dataset": "sun397"})
+    assert sun.epochs == 1000 and sun.steps is None  # the seed's epochs, not steps
+
+
+def test_steps_override_epochs_and_epochs_override_a_presets_steps(tmp_path: Path) -> None:
+    both = build_config({"data": "d", "dataset": "eurosat", "steps": 7})
+    assert both.total_steps(160) == 7  # --steps wins over the preset's epochs
+    digits = build_config({"data": "d", "dataset": "loc-digits-1x1", "epochs": 3})
+    assert digits.steps is None and digits.total_steps(160) == 3  # --epochs wins over a preset's steps
+    assert build_config({"data": "d", "dataset": "loc-digits-1x1"}).total_steps(160) == 1000
+    assert build_config({"data": "d"}).total_steps(160) == 5000  # nothing set: the old default
+
+
+@pytest.mark.parametrize(
+    ("train_images", "batch", "per_epoch"), [(160, 128, 1), (128, 128, 1), (100, 128, 1), (592, 128, 4)]
+)
+def test_batches_per_epoch_is_the_seeds_drop_last_loader(
+    train_images: int, batch: int, per_epoch: int
+) -> None:
+    assert batches_per_epoch(train_images, batch) == per_epoch
+    with pytest.raises(ConfigError, match="empty"):
+        batches_per_epoch(0, batch)
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -513,6 +513,48 @@ def test_few_shot_keeps_small_classes_whole() -> None:
     assert _per_class(few.val) == {0: 1, 1: 1, 2: 1}
 
 
+def _seed_rule(items: list[Item], shots: int) -> list[Item]:
+    """my_dassl's generate_fewshot_dataset, written out: defaultdict grouping (first appearance), then
+    the global ``random.sample`` per class; the caller has called ``random.seed``."""
+    import random
+    from collections import defaultdict
+
+    tracker: dict[int, list[Item]] = defaultdict(list)
+    for item in items:
+        tracker[item.label].append(item)
+    dataset: list[Item] = []
+    for members in tracker.values():
+        dataset.extend(random.sample(members, shots) if len(members) >= shots else members)
+    return dataset
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_few_shot_picks_what_the_seeds_rule_picks(seed: int) -> None:
+    import random
+
+    # labels interleaved and out of order, one class smaller than K: order of first appearance matters
+    labels = [2, 0, 2, 1, 0, 2, 1, 0, 0, 2, 1, 2, 0, 2, 0, 1, 2, 0, 2, 0, 1]
+    train = [Item(Path(f"/d/train/{i}.jpg"), label) for i, label in enumerate(labels)]
+    val = [Item(Path(f"/d/val/{i}.jpg"), label) for i, label in enumerate(labels[:12])]
+    splits = DatasetSplits(train, val, [], ["a", "b", "c"])
+    random.seed(seed)  # the seed's set_random_seed(cfg.SEED), then train, then val from the same stream
+    expected_train, expected_val = _seed_rule(train, 5), _seed_rule(val, 4)
+    random.seed(12345)  # our draw must not depend on the global stream
+    few = sample_few_shot(splits, 5, seed=seed, cache_dir=None)
+    assert few.train == expected_train and few.val == expected_val
+    assert [item.label for item in few.train][:5] == [2] * 5  # class 2 appears first
+
+
+PINNED_SEED_1 = ["2.jpg", "0.jpg", "5.jpg", "1.jpg"]
+
+
+def test_few_shot_seed_1_picks_are_pinned() -> None:
+    # Written down once from the rule above (CPython's random.sample): guards the rule against edits.
+    items = [Item(Path(f"/d/{i}.jpg"), i % 2) for i in range(10)]
+    few = sample_few_shot(DatasetSplits(items, [], [], ["a", "b"]), 2, seed=1, cache_dir=None)
+    assert [item.path.name for item in few.train] == PINNED_SEED_1
+
+
 def test_few_shot_cache_is_written_and_reused(tmp_path: Path) -> None:
     splits = _synthetic()
     cache_dir = tmp_path / "fewshot" / "dtd"
@@ -547,7 +589,11 @@ def test_few_shot_cache_on_a_loaded_dataset(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    ["{}", json.dumps({"train": [["a.jpg"]], "val": []}), json.dumps({"train": [["a.jpg", 9]], "val": []})],
+    [
+        "{}",
+        json.dumps({"sampler": "python-random-v1", "train": [["a.jpg"]], "val": []}),
+        json.dumps({"sampler": "python-random-v1", "train": [["a.jpg", 9]], "val": []}),
+    ],
 )
 def test_malformed_few_shot_cache_is_a_dataset_error(tmp_path: Path, content: str) -> None:
     path = cache_path(tmp_path, 4, 1)
@@ -559,3 +605,38 @@ def test_malformed_few_shot_cache_is_a_dataset_error(tmp_path: Path, content: st
 def test_few_shot_needs_at_least_one_shot() -> None:
     with pytest.raises(ValueError, match="shots"):
         sample_few_shot(_synthetic(), 0, seed=1, cache_dir=None)
+
+
+def test_few_shot_cache_from_another_rule_is_refused(tmp_path: Path) -> None:
+    path = cache_path(tmp_path, 4, 1)
+    path.write_text(json.dumps({"shots": 4, "seed": 1, "train": [], "val": []}))  # the old numpy draw
+    with pytest.raises(DatasetError, match="delete it"):
+        sample_few_shot(_synthetic(), 4, seed=1, cache_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- base-to-new classes
+
+
+def test_subsample_base_and_new_follow_cocoops_rule() -> None:
+    from client.datasets.subsample import subsample_splits
+
+    # 5 classes: base = the first ceil(5 / 2) = 3 labels, new = the last 2, each relabelled from 0
+    splits = _synthetic(classes=5, train=2, val=1)
+    base = subsample_splits(splits, "base")
+    new = subsample_splits(splits, "new")
+    assert base.class_names == ["c0", "c1", "c2"] and new.class_names == ["c3", "c4"]
+    assert sorted({item.label for item in base.train}) == [0, 1, 2]
+    assert [item.path for item in new.test] == [item.path for item in splits.test if item.label >= 3]
+    assert {item.label for item in new.test} == {0, 1}
+    assert all(
+        new.class_names[item.label] == splits.class_names[int(item.path.parent.name)] for item in new.test
+    )
+    assert subsample_splits(splits, "all") is splits
+
+
+def test_subsample_uses_the_labels_present_in_train() -> None:
+    from client.datasets.subsample import kept_labels
+
+    assert kept_labels([4, 1, 1, 7, 9], "base") == [1, 4] and kept_labels([4, 1, 7, 9], "new") == [7, 9]
+    with pytest.raises(DatasetError, match="subsample_classes"):
+        kept_labels([0, 1], "half")

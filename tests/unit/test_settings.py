@@ -55,8 +55,12 @@ def test_bad_values_are_reported() -> None:
 
 
 def test_empty_env_values_count_as_unset() -> None:
-    env = {"BLACKVIP_PRETRAINED": "", "BLACKVIP_CHECKPOINT": "", "BLACKVIP_RANDOM_INIT": "1",
-           "BLACKVIP_PORT": ""}
+    env = {
+        "BLACKVIP_PRETRAINED": "",
+        "BLACKVIP_CHECKPOINT": "",
+        "BLACKVIP_RANDOM_INIT": "1",
+        "BLACKVIP_PORT": "",
+    }
     settings = parse_args([], env=env)
     assert settings.random_init and settings.pretrained is None and settings.checkpoint is None
     assert settings.port == 8000

@@ -149,8 +149,9 @@ def _spsa_by_hand(
 def test_spsa_matches_the_seed_rule_step_by_step(gradient_correction: bool, q: int) -> None:
     seed, w0 = 7, [0.25, -0.75]
     expected, rates = _spsa_by_hand(w0, seed, 3, gradient_correction, q)
-    optimiser = SPSA(a=0.1, c=0.3, alpha=0.5, gamma=0.2, o=1.0, q=q, beta=0.9,
-                     gradient_correction=gradient_correction)
+    optimiser = SPSA(
+        a=0.1, c=0.3, alpha=0.5, gamma=0.2, o=1.0, q=q, beta=0.9, gradient_correction=gradient_correction
+    )
     oracle = CountingOracle(_loss_2d, 2)
     generator = torch.Generator().manual_seed(seed)
     w = torch.tensor(w0)
