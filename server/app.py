@@ -23,7 +23,7 @@ from server.errors import APIError, bounded_body, problems
 from server.ledger import Ledger, LedgerLimits, LedgerUnavailableError
 from server.ledger_schema import SchemaError
 from server.routes import router
-from server.service import LEDGER_RETRY_AFTER_S, QueryService
+from server.service import QueryService
 from server.settings import ServerSettings
 from server.state import AppState
 from shared.protocol import PROTOCOL_VERSION, ErrorCode
@@ -42,6 +42,7 @@ _HTTP_CODES = {
     422: ErrorCode.VALIDATION_ERROR,
 }
 _PRUNE_EVERY_S = 60.0
+LEDGER_RETRY_AFTER_S = 2.0
 
 
 def ledger_limits(settings: ServerSettings) -> LedgerLimits:

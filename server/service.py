@@ -27,7 +27,6 @@ from server.ledger import (
     Answer,
     DuplicateRequestError,
     Ledger,
-    LedgerUnavailableError,
     QueryRecord,
     QuotaExceededError,
     Remembered,
@@ -51,7 +50,6 @@ from shared.protocol import (
 
 __all__ = ["Charge", "QueryService", "Served", "Work", "body_hash", "usage_from_ledger", "wire_view"]
 
-LEDGER_RETRY_AFTER_S = 2.0
 QUEUE_RETRY_AFTER_S = 1.0
 
 
@@ -186,22 +184,14 @@ class QueryService:
             texts=done.texts,
             cost=cost_of(done.images, self.settings.price_per_1k_images),
         )
-        remember = (
-            (charge.body_hash, done.answer) if self.settings.replay_ttl > 0 else (charge.body_hash, None)
-        )
+        # A failure to commit (LedgerUnavailableError) is answered 503 by the app's one handler.
+        remember = (charge.body_hash, done.answer if self.settings.replay_ttl > 0 else None)
         try:
             self.ledger.charge(record, remember=remember, task=done.new_task)
         except QuotaExceededError as exc:
             raise _quota_error(exc) from None
         except TaskLimitError as exc:
             raise _task_limit_error(exc) from None
-        except LedgerUnavailableError as exc:
-            raise APIError(
-                ErrorCode.LEDGER_UNAVAILABLE,
-                "the query ledger cannot record charges right now; "
-                "nothing was charged or answered, retry shortly",
-                retry_after=LEDGER_RETRY_AFTER_S,
-            ) from exc
 
     # -- the work of each endpoint -----------------------------------------------------------------
 
