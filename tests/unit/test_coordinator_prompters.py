@@ -159,6 +159,8 @@ def test_coordinator_prompt_stays_in_pixel_range(space: PixelSpace, p_eps: float
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     if p_eps == 1000.0:
         assert float((out - x).abs().max()) > 0.1  # the prompt does something
+    if p_eps == 0.0:
+        assert_close(out, x, rtol=0, atol=1e-6)  # no prompt: the images come back as they were
 
 
 def test_coordinator_prompt_with_a_zero_last_layer_is_the_identity(space: PixelSpace) -> None:

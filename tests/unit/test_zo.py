@@ -168,11 +168,20 @@ def test_spsa_matches_the_seed_rule_step_by_step(gradient_correction: bool, q: i
 
 
 def test_spsa_gc_and_plain_spsa_differ_after_the_first_step() -> None:
-    gc, _ = _spsa_by_hand([0.25, -0.75], 7, 3, True)
-    plain, _ = _spsa_by_hand([0.25, -0.75], 7, 3, False)
-    # step 1: g + beta g vs g, so already different; the test above would catch swapped rules
-    assert gc[0] != pytest.approx(plain[0])
-    assert gc[2] != pytest.approx(plain[2])
+    """The real optimisers, same perturbations: SPSA-GC's first update is (1 + beta) times plain SPSA's."""
+    trajectories = {}
+    for correction in (True, False):
+        optimiser = SPSA(a=0.1, c=0.3, alpha=0.5, gamma=0.2, q=1, beta=0.9, gradient_correction=correction)
+        generator, w = torch.Generator().manual_seed(7), torch.tensor([0.25, -0.75])
+        steps = []
+        for _ in range(3):
+            w = optimiser.step(w, CountingOracle(_loss_2d, 2), generator).params
+            steps.append(w)
+        trajectories[correction] = steps
+    start = torch.tensor([0.25, -0.75])
+    gc_move, plain_move = trajectories[True][0] - start, trajectories[False][0] - start
+    assert_close(gc_move, 1.9 * plain_move, rtol=1e-5, atol=1e-7)  # g + beta * m_1, m_1 = g
+    assert not torch.allclose(trajectories[True][2], trajectories[False][2])
 
 
 def test_spsa_reported_loss_is_the_last_pair_mean() -> None:
