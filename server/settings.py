@@ -88,15 +88,8 @@ class ServerSettings(BaseModel):
 
     @property
     def task_limits(self) -> TaskLimits:
-        return TaskLimits(
-            max_task_bytes=self.max_task_bytes,
-            max_classes=self.max_classes,
-            max_templates=self.max_templates,
-            max_class_name_chars=self.max_class_name_chars,
-            max_template_chars=self.max_template_chars,
-            max_texts=self.max_texts,
-            max_tasks_per_key=self.max_tasks_per_key,
-        )
+        # Each limit is a setting of the same name, so the published set cannot drift from the flags.
+        return TaskLimits(**{name: getattr(self, name) for name in TaskLimits.model_fields})
 
     @property
     def replay_ttl(self) -> float:
