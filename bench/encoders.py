@@ -19,10 +19,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from client.config import build_config
-from client.demo import local_server
-from client.digits.tasks import write_task_folder
-from client.train import run_job
+from client.cli.demo import local_server
+from client.training.config import build_config
+from client.training.loop import run_job
+from digits.tasks import write_task_folder
 
 log = logging.getLogger("bench.encoders")
 

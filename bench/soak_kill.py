@@ -26,10 +26,11 @@ from pathlib import Path
 import torch
 
 from client._sdk import BlackVIPClient
-from client.config import build_config
-from client.digits.tasks import write_task_folder
 from client.local_server import LocalServer
-from client.train import run_job
+from client.training.config import build_config
+from client.training.loop import run_job
+from client.training.rundir import RunDir
+from digits.tasks import write_task_folder
 
 KEYS = ("reference", "soak")
 
@@ -70,7 +71,7 @@ def killer(server: LocalServer, kills: int, done: threading.Event, log: list[flo
 
 
 def trainable(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["prompter"]
+    return RunDir(run_dir).load_checkpoint()["prompter"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,15 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.stop()
         counted = soaked.train_meter.plus(soaked.eval_meter)
         same_prompt = all(
-            torch.equal(value, trainable(soaked.run_dir)[name])
-            for name, value in trainable(reference.run_dir).items()
+            torch.equal(value, trainable(soaked.run.path)[name])
+            for name, value in trainable(reference.run.path).items()
         )
         print(
             "| kills | steps | wall s | client requests | ledger requests | client images | ledger images |"
         )
         print("|---:|---:|---:|---:|---:|---:|---:|")
         print(
-            f"| {len(kills)} | {soaked.steps} | {seconds:.0f} | {counted.requests} | {ledger.requests} | "
+            f"| {len(kills)} | {soaked.summary.steps} | {seconds:.0f} | {counted.requests} | "
+            f"{ledger.requests} | "
             f"{counted.images} | {ledger.images} |"
         )
         exact = counted.requests == ledger.requests and counted.images == ledger.images

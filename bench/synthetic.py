@@ -21,10 +21,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from client.config import build_config
-from client.digits.tasks import write_task_folder
 from client.local_server import local_server
-from client.train import EVALS_NAME, run_job
+from client.training.config import build_config
+from client.training.loop import run_job
+from client.training.rundir import RunDir
+from digits.tasks import write_task_folder
 
 log = logging.getLogger("bench.synthetic")
 
@@ -80,9 +81,9 @@ def finished(args: argparse.Namespace) -> dict[tuple[str, str, int], dict]:
     for task in args.tasks:
         for method in args.methods:
             for seed in args.seeds:
-                path = args.workdir / task / method / f"seed{seed}" / "summary.json"
-                if path.exists():
-                    results[task, method, seed] = json.loads(path.read_text())
+                run = RunDir(args.workdir / task / method / f"seed{seed}")
+                if run.finished():
+                    results[task, method, seed] = json.loads(run.summary.read_text())
     return results
 
 
@@ -93,18 +94,17 @@ def run_all(args: argparse.Namespace, url: str) -> dict[tuple[str, str, int], di
         for method in args.methods:
             for seed in args.seeds:
                 config = job_config(args, url, task, method, seed, data)
-                summary_path = config.out / "summary.json"
-                if not summary_path.exists():
+                run = RunDir(config.out)
+                if not run.finished():
                     log.info("%s / %s / seed %d", task, method, seed)
-                    run_job(config, resume=(config.out / "checkpoint.pt").exists())
-                results[task, method, seed] = json.loads(summary_path.read_text())
+                    run_job(config, resume=run.checkpoint.exists())
+                results[task, method, seed] = json.loads(run.summary.read_text())
     return results
 
 
 def accuracy_at(run_dir: Path, train_images: int) -> float:
     """Test accuracy from the learning curve at exactly ``train_images`` images queried."""
-    for line in (run_dir / EVALS_NAME).read_text().splitlines():
-        point = json.loads(line)
+    for point in RunDir(run_dir).eval_lines():
         if point["train_images"] == train_images:
             return point["accuracy"]
     raise ValueError(f"{run_dir} has no evaluation at {train_images} training images")
@@ -112,8 +112,7 @@ def accuracy_at(run_dir: Path, train_images: int) -> float:
 
 def _spent_at(run_dir: Path, summary: dict, budget: int) -> dict[str, float]:
     """Training images, requests and cost up to the budget (a long run goes past it)."""
-    metrics = run_dir / "metrics.jsonl"
-    lines = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    lines = RunDir(run_dir).metric_lines()
     within = [line for line in lines if line["train_images"] <= budget]
     if not within:
         train = summary["train"]

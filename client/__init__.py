@@ -1,4 +1,5 @@
-"""The client side of blackvip-sim: an SDK for the black-box CLIP service (and, later, training).
+"""The client side of blackvip-sim. This package's own modules are the SDK for the black-box CLIP
+service (no torch); above it sit ``client.data``, ``client.training`` and ``client.cli``.
 
 Never imports open_clip: the model's parameters are out of reach by construction.
 """

@@ -11,7 +11,6 @@ RUN if [ "$TORCH_VARIANT" = "cpu" ]; then \
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY server ./server
-COPY client ./client
 # The project itself: its dependency ranges live in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[server]" \

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.client.data.test_datasets import BUILDERS
 from tests.helpers import ServerProcess, tiny_argv
-from tests.unit.test_datasets import BUILDERS
 
 DATASETS = ("eurosat", "dtd")
 METHODS = ("zeroshot", "blackvip")

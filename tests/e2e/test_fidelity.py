@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from client import BlackVIPClient
-from client.checkpoint import CHECKPOINT_NAME
+from client.training.rundir import RunDir
 from tests.helpers import ServerProcess, make_image_folder, tiny_argv
 
 
@@ -64,7 +64,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(server, datase
     common = ("--a", "1e38", "--batch-size", "12", "--checkpoint-every", "100")
     start = train(server, dataset, tmp_path / "nan", *common, "--steps", "0")  # a good checkpoint at step 0
     assert start.returncode == 0, start.stderr
-    checkpoint = tmp_path / "nan" / CHECKPOINT_NAME
+    checkpoint = RunDir(tmp_path / "nan").checkpoint
     before = checkpoint.read_bytes()
     done = train(server, dataset, tmp_path / "nan", *common, "--steps", "5", "--resume")
     assert done.returncode == 1
@@ -73,7 +73,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(server, datase
     assert checkpoint.read_bytes() == before  # the diverged parameters were never saved
     fresh = train(server, dataset, tmp_path / "fresh", *common, "--steps", "5")
     assert fresh.returncode == 1 and "no checkpoint yet" in fresh.stderr
-    assert not (tmp_path / "fresh" / CHECKPOINT_NAME).exists()
+    assert not RunDir(tmp_path / "fresh").checkpoint.exists()
 
 
 def test_a_missing_encoder_fails_before_any_query(server, dataset, tmp_path) -> None:

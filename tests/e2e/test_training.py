@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from client import BlackVIPClient
-from client.checkpoint import load_checkpoint
+from client.training.rundir import RunDir
 from tests.helpers import ServerProcess, make_image_folder, tiny_argv
 
 
@@ -131,12 +131,13 @@ def test_killed_job_resumes_to_the_same_parameters(server, dataset, tmp_path) ->
         time.sleep(0.01)
     job.send_signal(signal.SIGKILL)
     job.wait()
-    killed_at = load_checkpoint(tmp_path / "killed")["step"]
+    killed_at = RunDir(tmp_path / "killed").load_checkpoint()["step"]
     assert 8 <= killed_at < 30
 
     resumed = blackvip(*train_argv(server, dataset, tmp_path / "killed", *common, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
-    final, reference = load_checkpoint(tmp_path / "killed"), load_checkpoint(tmp_path / "straight")
+    final = RunDir(tmp_path / "killed").load_checkpoint()
+    reference = RunDir(tmp_path / "straight").load_checkpoint()
     assert final["step"] == reference["step"] == 30
     for name, tensor in reference["prompter"].items():
         assert torch.equal(final["prompter"][name], tensor), name
@@ -183,7 +184,7 @@ def test_server_going_away_stops_with_a_resumable_checkpoint(dataset, tmp_path) 
     _, stderr = job.communicate(timeout=120)
     assert job.returncode == 3, stderr
     assert "unreachable" in stderr and "--resume" in stderr
-    stopped_at = load_checkpoint(tmp_path / "job")["step"]
+    stopped_at = RunDir(tmp_path / "job").load_checkpoint()["step"]
     assert stopped_at >= 5
 
     restarted = ServerProcess(tiny_argv(ledger), log_path=tmp_path / "server.log", port=server.port).start()

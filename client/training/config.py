@@ -1,0 +1,182 @@
+"""Training settings: one object built from defaults < dataset preset < config file < CLI flags
+(< env for the server address and key), saved with every run and checkpoint."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "DEFAULT_STEPS",
+    "FROM_EVALUATION",
+    "NO_FLAG",
+    "RESUMABLE",
+    "ENCODERS",
+    "METHODS",
+    "ConfigError",
+    "TrainConfig",
+    "batches_per_epoch",
+    "build_config",
+    "dataset_presets",
+    "preset_values",
+]
+
+METHODS = ("blackvip", "vp-spsa", "bar", "zeroshot")
+ENCODERS = ("random-pooled", "scratch", "mae", "vit-sup", "dino-rn50")
+DEFAULT_STEPS = 5000  # when neither --steps nor --epochs nor a preset sets the length
+PRESETS_FILE = Path(__file__).parent / "presets.toml"
+
+
+class ConfigError(ValueError):
+    """Settings that cannot describe a runnable job."""
+
+
+# Field tags, read back with TrainConfig.tagged(): every list of field names derives from the class.
+RESUMABLE = "resumable"  # may differ on --resume: where the run stops, or plumbing (not the trajectory)
+FROM_EVALUATION = "from_evaluation"  # ``eval --run`` takes these from its own flags, not the checkpoint
+NO_FLAG = "no_flag"  # not a generated training flag (the common --url/--api-key flags set them)
+
+
+def _tags(*tags: str) -> dict[str, Any]:
+    return {"json_schema_extra": {"tags": list(tags)}}
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field("http://127.0.0.1:8000", **_tags(RESUMABLE, FROM_EVALUATION, NO_FLAG))
+    api_key: str | None = Field(None, exclude=True, **_tags(NO_FLAG))  # never written to disk
+    method: Literal["blackvip", "vp-spsa", "bar", "zeroshot"] = "blackvip"
+    dataset: str | None = None  # a preset name (templates and hyperparameters)
+    # ROOT with train/ [val/] test/ image folders
+    data: Path = Field(**_tags(FROM_EVALUATION))
+    out: Path = Field(Path("runs/job"), **_tags(RESUMABLE))
+    shots: int = Field(16, ge=1)
+    augment: bool | None = None  # random resized crop + flip; default: on for benchmark datasets only
+    # where sampled few-shot splits are kept (default ~/.cache/...)
+    fewshot_cache: Path | None = Field(None, **_tags(RESUMABLE))
+    seed: int = 1
+    templates: list[str] = ["a photo of a {}."]
+    # CoCoOp's base-to-new split of the classes
+    subsample_classes: Literal["all", "base", "new"] = Field("all", **_tags(FROM_EVALUATION))
+    # stopping: whichever comes first. The length is --steps if given, else --epochs as the seed counts
+    # them (epochs x batches per epoch, drop_last), else DEFAULT_STEPS.
+    steps: int | None = Field(None, ge=0, **_tags(RESUMABLE))
+    epochs: int | None = Field(None, ge=0, **_tags(RESUMABLE))
+    budget_images: int | None = Field(None, ge=1, **_tags(RESUMABLE))  # training images queried
+    budget_cost: float | None = Field(None, gt=0, **_tags(RESUMABLE))
+    batch_size: int = Field(128, ge=1)
+    # SPSA / SPSA-GC (blackvip, vp-spsa)
+    a: float = 0.01
+    c: float = 0.01
+    alpha: float = 0.4
+    gamma: float = 0.1
+    o: float = 1.0
+    q: int = Field(5, ge=1)
+    beta: float = 0.9
+    optimizer: Literal["spsa-gc", "spsa"] = "spsa-gc"
+    # Coordinator (blackvip)
+    p_eps: float = 1.0
+    # random-pooled: our offline toy encoder (pooled random conv + trigger); scratch: the seed's
+    # coordinator_init; mae / vit-sup / dino-rn50: the seed's pretrained encoders (local folder or hub)
+    encoder: Literal["random-pooled", "scratch", "mae", "vit-sup", "dino-rn50"] = "random-pooled"
+    encoder_path: Path | None = None
+    # BAR
+    init_lr: float = 5.0
+    min_lr: float = 0.1
+    rgf_beta: float = 0.01
+    focal_gamma: float = 2.0
+    # plumbing
+    wire_dtype: Literal["float32", "float16", "uint8"] = "float32"
+    checkpoint_every: int = Field(50, ge=1, **_tags(RESUMABLE))
+    eval_batch: int = Field(256, ge=1, **_tags(RESUMABLE, FROM_EVALUATION))
+    eval_splits: list[str] = Field(["test"], **_tags(RESUMABLE, FROM_EVALUATION))
+    # steps between evaluations for the learning curve (0: only at the end)
+    eval_every: int = Field(0, ge=0, **_tags(RESUMABLE))
+    # how long to wait for a server that went away
+    max_wait_seconds: float = Field(120.0, ge=0, **_tags(RESUMABLE))
+
+    def saved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def tagged(cls, tag: str) -> frozenset[str]:
+        """The names of the fields carrying ``tag`` (RESUMABLE, FROM_EVALUATION or NO_FLAG)."""
+        return frozenset(
+            name
+            for name, info in cls.model_fields.items()
+            if tag in (info.json_schema_extra or {}).get("tags", [])  # type: ignore[union-attr]
+        )
+
+    def total_steps(self, train_images: int) -> int:
+        """The run's length in optimiser steps for a few-shot train set of ``train_images`` images."""
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is not None:
+            return self.epochs * batches_per_epoch(train_images, self.batch_size)
+        return DEFAULT_STEPS
+
+
+def batches_per_epoch(train_images: int, batch_size: int) -> int:
+    """The seed's loader (my_dassl build_data_loader): drop_last when the set holds a full batch,
+    otherwise one short batch per epoch."""
+    if train_images < 1:
+        raise ConfigError("the few-shot train set is empty: no batch can be drawn")
+    return max(1, train_images // batch_size)
+
+
+def _load_presets() -> dict[str, Any]:
+    with PRESETS_FILE.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def dataset_presets() -> list[str]:
+    return sorted(_load_presets()["datasets"])
+
+
+def preset_values(dataset: str | None, method: str) -> dict[str, Any]:
+    """The method's defaults, then the dataset's template/steps and its per-method values."""
+    presets = _load_presets()
+    values = dict(presets["defaults"].get(method, {}))
+    if dataset is None:
+        return values
+    if dataset not in presets["datasets"]:
+        raise ConfigError(
+            f"no preset for dataset {dataset!r}; known: {', '.join(sorted(presets['datasets']))}"
+        )
+    entry = presets["datasets"][dataset]
+    values.update({k: v for k, v in entry.items() if k not in METHODS})
+    values.update(entry.get(method, {}))
+    return values
+
+
+def build_config(cli: dict[str, Any], config_file: Path | None = None) -> TrainConfig:
+    """``cli`` holds only the flags the user gave (None = not given)."""
+    given = {k: v for k, v in cli.items() if v is not None}
+    from_file = _read_config_file(config_file) if config_file else {}
+    method = given.get("method", from_file.get("method", "blackvip"))
+    dataset = given.get("dataset", from_file.get("dataset"))
+    preset = preset_values(dataset, method)
+    user = {**from_file, **given}
+    if "epochs" in user and "steps" not in user:
+        preset.pop("steps", None)  # the user's --epochs beats a preset's step count; --steps beats both
+    values = {**preset, **user}
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid training settings: {problems}") from exc
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return {key.replace("-", "_"): value for key, value in data.items()}
