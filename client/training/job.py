@@ -13,6 +13,7 @@ from client.training.config import RESUMABLE, TrainConfig, batches_per_epoch
 from client.training.inputs import Inputs, load_inputs
 from client.training.methods import Method, build_method, method_input_size
 from client.training.objective import RemoteLoss
+from client.training.plan import images_per_request
 from client.training.rundir import RunDir
 from client.training.session import Session, open_session
 from client.training.state import TrainState
@@ -88,9 +89,11 @@ def start_job(config: TrainConfig, resume: bool, evaluation_only: bool = False) 
     inputs = load_inputs(config, method_input_size(config.method, session.info.image_size))
     total_steps = config.total_steps(len(inputs.train))
     log.info("run length: %d steps (%s)", total_steps, _length_source(config, len(inputs.train)))
-    # The method (and its encoder, which may be missing offline) is built before the task is
-    # registered: a run that cannot start spends nothing.
+    # The method (its encoder may be missing offline) is built and the request size checked before the
+    # task is registered: a run that cannot start spends nothing.
     method = build_method(config, session.info, total_steps)
+    info = session.info
+    images_per_request(info.image_size, config.wire_dtype, info.max_batch_images, info.max_request_bytes)
     task_id = session.register_task(inputs.class_names, config.templates)
     state = TrainState(config, method.prompter.train(), method.optimizer, len(inputs.train))
     remote = RemoteLoss(

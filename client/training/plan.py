@@ -29,7 +29,7 @@ __all__ = [
     "render_plan",
 ]
 
-REQUEST_OVERHEAD = 4096  # msgpack framing, field names, header slack (client/training/objective.py uses it too)
+REQUEST_OVERHEAD = 4096  # msgpack framing, field names, header slack (the oracle sizes requests by it)
 _ITEMSIZE = {"float32": 4, "float16": 2, "uint8": 1}
 
 
@@ -98,9 +98,19 @@ class PlanRow:
 def images_per_request(
     image_size: int, wire_dtype: str, max_batch_images: int, max_request_bytes: int
 ) -> int:
-    """Images in one request: the tighter of the server's image and byte limits."""
+    """Images in one request: the tighter of the server's image and byte limits. If not even one image
+    fits in a request the server would answer 413 to every query: that is an error now, before any."""
     per_image = 3 * image_size**2 * _ITEMSIZE[wire_dtype] + 9  # + a label
-    by_bytes = max(1, (max_request_bytes - REQUEST_OVERHEAD) // per_image)
+    by_bytes = (max_request_bytes - REQUEST_OVERHEAD) // per_image
+    if by_bytes < 1:
+        room = max_request_bytes - REQUEST_OVERHEAD - 9
+        fits = [d for d, size in _ITEMSIZE.items() if 3 * image_size**2 * size <= room]
+        hint = f"send --wire-dtype {fits[0]}, or " if fits else ""
+        raise BlackVIPError(
+            f"one {image_size}x{image_size} {wire_dtype} image takes {per_image + REQUEST_OVERHEAD:,} bytes "
+            f"with its request, over the server's max_request_bytes {max_request_bytes:,}: "
+            f"{hint}ask for a larger --max-request-bytes on the server"
+        )
     return min(max_batch_images, by_bytes)
 
 

@@ -58,13 +58,14 @@ class Prompter(nn.Module):
     def apply_vector(self, vector: torch.Tensor, pixels: torch.Tensor, prepared: object) -> torch.Tensor:
         """``apply`` with the trainable parameters read from ``vector`` (the layout of ``get_vector``),
         leaving the module's own parameters untouched: an optimiser's candidates never leak into it."""
+        named = [(name, param) for name, param in self.named_parameters() if param.requires_grad]
+        expected = sum(param.numel() for _, param in named)
+        if vector.numel() != expected:
+            raise ValueError(f"a vector of {vector.numel()} values for {expected} trainable parameters")
         tensors, offset = {}, 0
-        for name, param in self.named_parameters():
-            if param.requires_grad:
-                tensors[name] = vector[offset : offset + param.numel()].view_as(param)
-                offset += param.numel()
-        if offset != vector.numel():
-            raise ValueError(f"a vector of {vector.numel()} values for {offset} trainable parameters")
+        for name, param in named:
+            tensors[name] = vector[offset : offset + param.numel()].view_as(param)
+            offset += param.numel()
         return torch.func.functional_call(self, tensors, (pixels, prepared))
 
     def trainable(self) -> list[nn.Parameter]:

@@ -15,7 +15,10 @@ import pytest
 import torch
 
 from client import BlackVIPClient
+from client.training.config import TrainConfig
+from client.training.methods import build_method
 from client.training.rundir import RunDir
+from shared.protocol import InfoResponse
 from tests.helpers import ServerProcess, make_image_folder, tiny_argv
 
 
@@ -79,6 +82,18 @@ def test_each_method_trains_and_counts_what_it_spends(server, dataset, tmp_path,
     assert after.requests - before.requests == summary["train"]["requests"] + summary["eval"]["requests"]
     saved = json.loads((tmp_path / method / "config.json").read_text())
     assert saved["config"]["method"] == method and "api_key" not in saved["config"]
+    initial, trained = _initial_and_trained_vectors(tmp_path / method, saved)
+    assert initial.numel() > 0 and not torch.equal(initial, trained)  # the optimiser moved the prompt
+
+
+def _initial_and_trained_vectors(run_dir: Path, saved: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompt's trainable vector as the run built it (same seed, same config) and as it ended."""
+    config = TrainConfig(**saved["config"])
+    info = InfoResponse(**saved["server"])
+    method = build_method(config, info, total_steps=config.steps or 0)
+    initial = method.prompter.get_vector()
+    method.prompter.load_state_dict(RunDir(run_dir).load_checkpoint()["prompter"], strict=False)
+    return initial, method.prompter.get_vector()
 
 
 def test_budget_in_images_stops_before_overspending(server, dataset, tmp_path) -> None:

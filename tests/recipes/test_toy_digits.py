@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from digits.sources import NUMBER_WORDS
 from digits.tasks import build_split
@@ -22,6 +23,10 @@ def test_shipped_checkpoint_is_small_and_is_the_default() -> None:
     assert path is not None and path.stat().st_size < 20 * 2**20
     settings = parse_args([], env={})
     assert settings.model == "toy-digits" and settings.checkpoint == path
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    weights = state["state_dict"]
+    floats = {name: tensor.dtype for name, tensor in weights.items() if tensor.is_floating_point()}
+    assert floats and set(floats.values()) == {torch.float16}  # stored as fp16, as the README says
 
 
 def test_zero_shot_on_held_out_centred_digits_is_above_the_floor(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+from client._exceptions import BlackVIPError
 from client.training.coordinator import Coordinator, EncoderLoadError, RandomPooledEncoder, build_encoder
 from client.training.objective import RemoteLoss, to_wire
 from client.training.prompters import (
@@ -317,13 +318,41 @@ def _info(max_batch_images: int, max_request_bytes: int, image_size: int = 224) 
 )
 def test_images_per_request_is_the_tighter_limit(dtype: str, expected: int) -> None:
     info = _info(max_batch_images=64, max_request_bytes=10_000_000)
-    loss = RemoteLoss(None, info, "task", NoPrompt(), "ce", wire_dtype=dtype)  # type: ignore[arg-type]
+    loss = RemoteLoss(None, info, "task", wire_dtype=dtype)  # type: ignore[arg-type]
     assert loss.images_per_request == expected
     per_image = 3 * 224 * 224 * np.dtype(dtype).itemsize
     assert loss.images_per_request * per_image < info.max_request_bytes
 
 
-def test_images_per_request_is_at_least_one() -> None:
-    info = _info(max_batch_images=64, max_request_bytes=100_000)  # less than one float32 image
-    loss = RemoteLoss(None, info, "task", NoPrompt(), "ce", wire_dtype="float32")  # type: ignore[arg-type]
-    assert loss.images_per_request == 1
+def test_a_server_that_takes_not_even_one_image_is_an_error_before_any_query() -> None:
+    info = _info(max_batch_images=64, max_request_bytes=200_000)  # less than one float32 image at 224 px
+    with pytest.raises(BlackVIPError, match=r"max_request_bytes 200,000: send --wire-dtype uint8, or"):
+        RemoteLoss(None, info, "task", wire_dtype="float32")  # type: ignore[arg-type]
+    assert RemoteLoss(None, info, "task", wire_dtype="uint8").images_per_request == 1  # type: ignore[arg-type]
+    tiny = _info(max_batch_images=64, max_request_bytes=5_000)  # not even one uint8 image
+    with pytest.raises(BlackVIPError, match="ask for a larger --max-request-bytes"):
+        RemoteLoss(None, tiny, "task", wire_dtype="uint8")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", ["coordinator", "padding", "bar"])
+def test_apply_vector_equals_set_vector_then_apply_and_leaves_the_prompter_alone(
+    space: PixelSpace, make: str
+) -> None:
+    prompter: Prompter = {
+        "coordinator": lambda: CoordinatorPrompt(
+            Coordinator(RandomPooledEncoder(z_dim=64), 32), space, 1.0
+        ),
+        "padding": lambda: PaddingPrompt(32, space),
+        "bar": lambda: BarProgram(32),
+    }[make]()
+    x = _pixels(3, 28 if make == "bar" else 32)  # BAR reads images at its inner size
+    before = prompter.get_vector()
+    candidate = before + torch.randn(before.numel(), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        prepared = prompter.prepare(x)
+        applied = prompter.apply_vector(candidate, x, prepared)
+    assert torch.equal(prompter.get_vector(), before)  # the candidate never entered the module
+    prompter.set_vector(candidate)
+    assert torch.equal(applied, _run(prompter, x))  # bit for bit what the old mutate-then-apply gave
+    with pytest.raises(ValueError, match="trainable parameters"):
+        prompter.apply_vector(candidate[:-1], x, prepared)
