@@ -268,7 +268,7 @@ def wire_view(array: np.ndarray) -> dict[str, object]:
     """A float32 answer tensor's wire map (as ``WireTensor``) whose data is a view of the array, so
     the one copy made is msgpack's, into the answer itself (``tobytes`` would make a second)."""
     wire = np.asarray(array, dtype=np.dtype(OUTPUT_DTYPE).newbyteorder("<"), order="C")
-    return {"shape": list(wire.shape), "dtype": OUTPUT_DTYPE, "data": memoryview(wire).cast("B")}
+    return {"shape": list(wire.shape), "dtype": OUTPUT_DTYPE, "data": wire.data.cast("B")}
 
 
 def _replay(seen: Remembered, charge: Charge) -> Answer:
