@@ -26,20 +26,24 @@ from server.routes import router
 from server.service import QueryService
 from server.settings import ServerSettings
 from server.state import AppState
-from shared.protocol import PROTOCOL_VERSION, ErrorCode
+from shared.protocol import ERROR_STATUS, PROTOCOL_VERSION, ErrorCode
 
 __all__ = ["create_app", "ledger_limits"]
 
 log = logging.getLogger(__name__)
 
-# Starlette's own HTTP errors (unknown route, wrong method, ...) in our codes; other 4xx are bad requests.
+# Starlette's own HTTP errors (unknown route, wrong method, ...) in our codes, found by the status the
+# shared table gives each code; other 4xx are bad requests.
 _HTTP_CODES = {
-    401: ErrorCode.UNAUTHORIZED,
-    404: ErrorCode.NOT_FOUND,
-    405: ErrorCode.METHOD_NOT_ALLOWED,
-    413: ErrorCode.BODY_TOO_LARGE,
-    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-    422: ErrorCode.VALIDATION_ERROR,
+    ERROR_STATUS[code]: code
+    for code in (
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.METHOD_NOT_ALLOWED,
+        ErrorCode.BODY_TOO_LARGE,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode.VALIDATION_ERROR,
+    )
 }
 _PRUNE_EVERY_S = 60.0
 LEDGER_RETRY_AFTER_S = 2.0
