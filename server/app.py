@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.auth import KeyRing
 from server.clip_model import ClipBackend
-from server.errors import APIError, bounded_body, problems
+from server.errors import APIError, bounded_body, error_responses, problems
 from server.ledger import Ledger, LedgerLimits, LedgerUnavailableError
 from server.ledger_schema import SchemaError
 from server.routes import router
@@ -82,7 +82,8 @@ def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None 
 
     app = FastAPI(title="blackvip-sim CLIP service", version=PROTOCOL_VERSION, lifespan=lifespan)
     app.state.blackvip = state
-    app.include_router(router)
+    # The handler of anything unexpected (below) can answer any route.
+    app.include_router(router, responses=error_responses(ErrorCode.INTERNAL_ERROR))
     _install_error_handlers(app, state)
     if not state.keyring.auth_required:
         log.warning("no API keys configured: the API is open and all usage is charged to 'anonymous'")
