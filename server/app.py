@@ -137,7 +137,7 @@ async def _drain_and_close(state: AppState) -> None:
         return
     if state.service is not None:
         grace = state.settings.shutdown_grace_s
-        if not await asyncio.to_thread(state.service.wait_idle, grace):
+        if not await asyncio.to_thread(state.service.idempotency.wait_idle, grace):
             log.warning("shutdown: charged calls still running after %.0f s; closing the ledger", grace)
         await asyncio.to_thread(state.service.close, grace)
     await asyncio.to_thread(state.rejections.flush, state.ledger)

@@ -15,11 +15,13 @@ from starlette.concurrency import run_in_threadpool
 
 from server.errors import APIError, error_responses
 from server.http_body import read_body
+from server.idempotency import Charge, Served, body_hash
 from server.inputs import check_images, check_labels, parse_json, parse_msgpack
 from server.ledger import StoredTask
-from server.service import Charge, QueryService, Served, body_hash, usage_from_ledger
+from server.service import QueryService
 from server.state import AppState
 from server.tasks import check_task
+from server.usage import usage_from_ledger
 from shared.codec import ACCEPTED_IMAGE_DTYPES, OUTPUT_DTYPE
 from shared.protocol import (
     MSGPACK_CONTENT_TYPE,
@@ -216,7 +218,7 @@ async def register_task(
     check_task(task_request, limits)  # before any text is formatted or tokenised
     charge = _charge(request, key_id, Endpoint.TASKS, rid, body)
     served = await run_in_threadpool(
-        service.serve, charge, partial(service.register_task, task_request, key_id)
+        service.idempotency.serve, charge, partial(service.register_task, task_request, key_id)
     )
     return served_response(served)
 
@@ -238,7 +240,8 @@ async def logits(
 ) -> Response:
     task, body, _, images = await _read_batch(request, state, service, key_id, task_id, LogitsRequest)
     charge = _charge(request, key_id, Endpoint.LOGITS, rid, body)
-    served = await run_in_threadpool(service.serve, charge, partial(service.logits, task, images, key_id))
+    work = partial(service.logits, task, images, key_id)
+    served = await run_in_threadpool(service.idempotency.serve, charge, work)
     return served_response(served)
 
 
@@ -252,7 +255,7 @@ async def loss(
     labels = check_labels(parsed.labels, len(images), len(task.class_names))
     charge = _charge(request, key_id, Endpoint.LOSS, rid, body)
     work = partial(service.loss, task, images, labels, parsed.loss.value, parsed.focal_gamma, key_id)
-    served = await run_in_threadpool(service.serve, charge, work)
+    served = await run_in_threadpool(service.idempotency.serve, charge, work)
     return served_response(served)
 
 
