@@ -55,8 +55,9 @@ class ModelLoadError(RuntimeError):
 
 
 class VisualTower(Protocol):
-    # size, mean and std: set by open_clip.create_model from the model's (or the tag's) config
-    preprocess_cfg: dict[str, Any]
+    """The image tower, as far as the server touches it (``ClipModel`` says why it is spelled out)."""
+
+    preprocess_cfg: dict[str, Any]  # size, mean, std: set by open_clip.create_model from the config
 
     def to(self, *, memory_format: torch.memory_format) -> torch.nn.Module: ...
 
