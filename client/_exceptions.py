@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.protocol import ERROR_STATUS, ErrorCode
+
 __all__ = [
     "TrainingDivergedError",
     "APIStatusError",
@@ -135,18 +137,22 @@ class ServerError(APIStatusError):
     pass
 
 
-_BY_STATUS: dict[int, type[APIStatusError]] = {
-    400: BadRequestError,
-    401: AuthenticationError,
-    404: NotFoundError,
-    409: RequestInProgressError,
-    410: ReplayExpiredError,
-    413: PayloadTooLargeError,
-    415: UnsupportedMediaTypeError,
-    422: InvalidInputError,
-    429: QuotaExceededError,
-    503: ServerUnavailableError,
+# Each class by one error code it stands for; the status comes from the one table of the protocol.
+# Errors are classed by status, not code, so an answer without our error body (a proxy's 502, a body
+# of another shape) still gets its class.
+_CLASS_FOR_CODE: dict[ErrorCode, type[APIStatusError]] = {
+    ErrorCode.MALFORMED_BODY: BadRequestError,
+    ErrorCode.UNAUTHORIZED: AuthenticationError,
+    ErrorCode.NOT_FOUND: NotFoundError,
+    ErrorCode.REQUEST_IN_PROGRESS: RequestInProgressError,
+    ErrorCode.REPLAY_EXPIRED: ReplayExpiredError,
+    ErrorCode.BODY_TOO_LARGE: PayloadTooLargeError,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: UnsupportedMediaTypeError,
+    ErrorCode.VALIDATION_ERROR: InvalidInputError,
+    ErrorCode.QUOTA_EXCEEDED: QuotaExceededError,
+    ErrorCode.NOT_READY: ServerUnavailableError,
 }
+_BY_STATUS = {ERROR_STATUS[code]: cls for code, cls in _CLASS_FOR_CODE.items()}
 
 
 def error_for_status(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from shared.protocol import Endpoint
+
 __all__ = ["EndpointCount", "QueryMeter"]
 
 
@@ -17,12 +19,13 @@ class EndpointCount:
 
 @dataclass
 class QueryMeter:
-    """Counts successful charged calls (tasks, logits, loss), as the server's ledger does."""
+    """Counts successful charged calls (tasks, logits, loss), as the server's ledger does; the keys are
+    ``Endpoint`` names (plain strings once read back from a saved run)."""
 
     by_endpoint: dict[str, EndpointCount] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, endpoint: str, images: int, nbytes: int) -> None:
+    def add(self, endpoint: Endpoint, images: int, nbytes: int) -> None:
         with self._lock:
             count = self.by_endpoint.setdefault(endpoint, EndpointCount())
             count.requests += 1

@@ -19,27 +19,31 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.auth import KeyRing
 from server.clip_model import ClipBackend
-from server.errors import APIError, bounded_body, problems
+from server.errors import APIError, bounded_body, error_responses, problems
 from server.ledger import Ledger, LedgerLimits, LedgerUnavailableError
 from server.ledger_schema import SchemaError
 from server.routes import router
 from server.service import QueryService
 from server.settings import ServerSettings
 from server.state import AppState
-from shared.protocol import PROTOCOL_VERSION, ErrorCode
+from shared.protocol import ERROR_STATUS, PROTOCOL_VERSION, ErrorCode
 
 __all__ = ["create_app", "ledger_limits"]
 
 log = logging.getLogger(__name__)
 
-# Starlette's own HTTP errors (unknown route, wrong method, ...) in our codes; other 4xx are bad requests.
+# Starlette's own HTTP errors (unknown route, wrong method, ...) in our codes, found by the status the
+# shared table gives each code; other 4xx are bad requests.
 _HTTP_CODES = {
-    401: ErrorCode.UNAUTHORIZED,
-    404: ErrorCode.NOT_FOUND,
-    405: ErrorCode.METHOD_NOT_ALLOWED,
-    413: ErrorCode.BODY_TOO_LARGE,
-    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-    422: ErrorCode.VALIDATION_ERROR,
+    ERROR_STATUS[code]: code
+    for code in (
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.METHOD_NOT_ALLOWED,
+        ErrorCode.BODY_TOO_LARGE,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode.VALIDATION_ERROR,
+    )
 }
 _PRUNE_EVERY_S = 60.0
 LEDGER_RETRY_AFTER_S = 2.0
@@ -78,7 +82,8 @@ def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None 
 
     app = FastAPI(title="blackvip-sim CLIP service", version=PROTOCOL_VERSION, lifespan=lifespan)
     app.state.blackvip = state
-    app.include_router(router)
+    # The handler of anything unexpected (below) can answer any route.
+    app.include_router(router, responses=error_responses(ErrorCode.INTERNAL_ERROR))
     _install_error_handlers(app, state)
     if not state.keyring.auth_required:
         log.warning("no API keys configured: the API is open and all usage is charged to 'anonymous'")
@@ -132,7 +137,7 @@ async def _drain_and_close(state: AppState) -> None:
         return
     if state.service is not None:
         grace = state.settings.shutdown_grace_s
-        if not await asyncio.to_thread(state.service.wait_idle, grace):
+        if not await asyncio.to_thread(state.service.idempotency.wait_idle, grace):
             log.warning("shutdown: charged calls still running after %.0f s; closing the ledger", grace)
         await asyncio.to_thread(state.service.close, grace)
     await asyncio.to_thread(state.rejections.flush, state.ledger)

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,8 +25,10 @@ __all__ = [
     "MODEL_CONFIG_DIR",
     "OPENAI_TAGS",
     "ClipBackend",
+    "ClipModel",
     "ForwardResult",
     "ModelLoadError",
+    "VisualTower",
     "fill_unit_pixels",
     "per_image_loss",
     "uses_quick_gelu",
@@ -51,6 +54,28 @@ class ModelLoadError(RuntimeError):
     """The model named in the settings cannot be built; the message says what to do instead."""
 
 
+class VisualTower(Protocol):
+    """The image tower, as far as the server touches it (``ClipModel`` says why it is spelled out)."""
+
+    preprocess_cfg: dict[str, Any]  # size, mean, std: set by open_clip.create_model from the config
+
+    def to(self, *, memory_format: torch.memory_format) -> torch.nn.Module: ...
+
+
+class ClipModel(Protocol):
+    """What the server uses of an open_clip CLIP model. open_clip ships no type hints, and torch types
+    every attribute of a Module as ``Tensor | Module``; this names what each one really is."""
+
+    visual: VisualTower
+    logit_scale: torch.Tensor
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> torch.nn.Module: ...
+
+
 @dataclass(frozen=True)
 class ForwardResult:
     logits: np.ndarray  # (N, C) float32
@@ -60,7 +85,7 @@ class ForwardResult:
 class ClipBackend:
     """A loaded open_clip model plus what clients may know about its input."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, device: torch.device, settings: ServerSettings):
+    def __init__(self, model: ClipModel, tokenizer, device: torch.device, settings: ServerSettings):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -191,7 +216,7 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def _create_model(open_clip, settings: ServerSettings, device: torch.device) -> torch.nn.Module:
+def _create_model(open_clip, settings: ServerSettings, device: torch.device) -> ClipModel:
     name = settings.model
     quick_gelu = uses_quick_gelu(settings)
     log.info(
@@ -228,7 +253,7 @@ def _create_model(open_clip, settings: ServerSettings, device: torch.device) -> 
 
 def _create_pretrained(
     open_clip, name: str, tag: str, device: torch.device, quick_gelu: bool
-) -> torch.nn.Module:
+) -> ClipModel:
     tags = open_clip.list_pretrained_tags_by_model(name)
     if tag not in tags:
         raise ModelLoadError(f"{name} has no pretrained tag {tag!r}; known tags: {tags or 'none'}")

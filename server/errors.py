@@ -3,17 +3,28 @@
 Raised anywhere below the HTTP layer (validation, quotas, ledger); ``server.app`` turns it into the
 one error body shape of ``shared.protocol.ErrorBody``, kept small whatever the input: an echo of the
 sender's text is cut to ``ECHO_CHARS``, a list of problems to ``MAX_PROBLEMS`` plus a count, and a
-body that would still exceed ``MAX_ERROR_BYTES`` loses its detail.
+body that would still exceed ``MAX_ERROR_BYTES`` loses its detail. ``error_responses`` documents
+what a route can answer in OpenAPI, by the same codes.
 """
 
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import Any
 
 from shared.protocol import ERROR_STATUS, ErrorBody, ErrorCode, ErrorDetail
 
-__all__ = ["ECHO_CHARS", "MAX_ERROR_BYTES", "MAX_PROBLEMS", "APIError", "bounded_body", "echo", "problems"]
+__all__ = [
+    "ECHO_CHARS",
+    "MAX_ERROR_BYTES",
+    "MAX_PROBLEMS",
+    "APIError",
+    "bounded_body",
+    "echo",
+    "error_responses",
+    "problems",
+]
 
 ECHO_CHARS = 64
 MAX_PROBLEMS = 10
@@ -59,3 +70,15 @@ def bounded_body(code: ErrorCode, message: str, detail: dict[str, Any] | None) -
     if len(json.dumps(body)) > MAX_ERROR_BYTES:
         body["error"]["detail"] = {"truncated": True}
     return body
+
+
+def error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """FastAPI ``responses`` for a route that can answer with ``codes``: each status of the shared table
+    once, with the ``ErrorBody`` schema and the codes it stands for."""
+    by_status: dict[int, list[str]] = {}
+    for code in dict.fromkeys(codes):  # steps of one route may share a code
+        by_status.setdefault(ERROR_STATUS[code], []).append(code.value)
+    return {
+        status: {"model": ErrorBody, "description": f"{HTTPStatus(status).phrase}: {', '.join(names)}"}
+        for status, names in sorted(by_status.items())
+    }

@@ -79,7 +79,10 @@ def check_images(wire: WireTensor, image_size: int, max_images: int) -> np.ndarr
 # A float in [0, 1] has its sign bit clear and bits at most those of 1.0 (IEEE order is integer
 # order for non-negative floats); NaN, Inf and negatives all have larger bits. One pass over the
 # integers instead of three over the floats (numpy's float16 arithmetic is slow).
-_UNIT_BITS = {np.dtype("<f2"): (np.dtype("<u2"), 0x3C00), np.dtype("<f4"): (np.dtype("<u4"), 0x3F80_0000)}
+_UNIT_BITS: dict[np.dtype, tuple[np.dtype, int]] = {
+    np.dtype("<f2"): (np.dtype("<u2"), 0x3C00),
+    np.dtype("<f4"): (np.dtype("<u4"), 0x3F80_0000),
+}
 
 
 def _check_unit_range(images: np.ndarray) -> None:

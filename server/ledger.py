@@ -23,6 +23,7 @@ from pathlib import Path
 
 from server.group_commit import GroupCommit
 from server.ledger_schema import migrate
+from shared.protocol import Endpoint
 
 __all__ = [
     "Answer",
@@ -44,7 +45,7 @@ RejectionKey = tuple[str, str, int, str]  # (key id or "unauthenticated", route 
 @dataclass(frozen=True)
 class QueryRecord:
     key_id: str
-    endpoint: str
+    endpoint: Endpoint
     task_id: str | None
     request_id: str | None
     images: int

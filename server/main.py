@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 import uvicorn
 
@@ -40,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        # uvicorn annotates this int but only hands it to asyncio.wait_for, which takes seconds as a
+        # float: a grace of 2.5 s is honoured as 2.5 s, so the value is passed as it is.
+        timeout_graceful_shutdown=cast(int, settings.shutdown_grace_s),
     )
     server = uvicorn.Server(config)
     try:

@@ -1,6 +1,7 @@
 """HTTP endpoints. Thin: authenticate, read and check the body, then hand the blocking work
 (model forwards, ledger commits) to a worker thread so the event loop never runs the model. Health
-runs on the event loop itself, so a busy worker pool cannot make it time out."""
+runs on the event loop itself, so a busy worker pool cannot make it time out. Each route documents
+the error codes its steps can answer with (``error_responses``); the app adds its own handlers'."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from server.errors import APIError
+from server.errors import APIError, error_responses
 from server.http_body import read_body
+from server.idempotency import Charge, Served, body_hash
 from server.inputs import check_images, check_labels, parse_json, parse_msgpack
 from server.ledger import StoredTask
-from server.service import Charge, QueryService, Served, body_hash, usage_from_ledger
+from server.service import QueryService
 from server.state import AppState
 from server.tasks import check_task
+from server.usage import usage_from_ledger
 from shared.codec import ACCEPTED_IMAGE_DTYPES, OUTPUT_DTYPE
 from shared.protocol import (
     MSGPACK_CONTENT_TYPE,
@@ -44,6 +47,32 @@ __all__ = ["router"]
 BatchRequest = TypeVar("BatchRequest", LogitsRequest, LossRequest)
 
 router = APIRouter()
+
+# What each step can answer with. Keyed: authenticate (FastAPI validates its header), ready_service.
+_KEYED = (ErrorCode.UNAUTHORIZED, ErrorCode.VALIDATION_ERROR, ErrorCode.NOT_READY)
+_LEDGER = (ErrorCode.LEDGER_UNAVAILABLE,)  # any read or write of the ledger
+_BODY = (  # read_body, then parse_json / parse_msgpack
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    ErrorCode.BODY_TOO_LARGE,
+    ErrorCode.MALFORMED_BODY,
+    ErrorCode.CLIENT_DISCONNECTED,
+    ErrorCode.VALIDATION_ERROR,
+)
+_CHARGED = (  # request_id, then the idempotency protocol and the charge
+    *_LEDGER,
+    ErrorCode.VALIDATION_ERROR,
+    ErrorCode.REQUEST_IN_PROGRESS,
+    ErrorCode.IDEMPOTENCY_MISMATCH,
+    ErrorCode.REPLAY_EXPIRED,
+)
+_BATCH = (  # _read_batch (the task, then check_images) and the forward
+    ErrorCode.NOT_FOUND,
+    ErrorCode.TOO_MANY_IMAGES,
+    ErrorCode.INVALID_TENSOR,
+    ErrorCode.INVALID_VALUES,
+    ErrorCode.QUOTA_EXCEEDED,
+    ErrorCode.QUEUE_FULL,
+)
 
 
 async def get_state(request: Request) -> AppState:
@@ -111,7 +140,11 @@ async def _read_batch(
     return task, body, parsed, images
 
 
-@router.get(Routes.HEALTH, response_model=HealthResponse)
+@router.get(
+    Routes.HEALTH,
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "loading, failed, or degraded (the ledger)"}},
+)
 async def health(state: State) -> JSONResponse:
     # The reason a model failed to load is in the server's log and in /v1/info's 503 for a key
     # holder: paths and library messages are not for anonymous callers.
@@ -126,7 +159,7 @@ async def health(state: State) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
-@router.get(Routes.INFO)
+@router.get(Routes.INFO, responses=error_responses(*_KEYED))
 def info(state: State, service: Service) -> InfoResponse:
     settings, backend = state.settings, service.backend
     return InfoResponse(
@@ -170,7 +203,12 @@ _TASK_BODY = {
 }
 
 
-@router.post(Routes.TASKS, response_model=TaskResponse, openapi_extra=_TASK_BODY)
+@router.post(
+    Routes.TASKS,
+    response_model=TaskResponse,
+    openapi_extra=_TASK_BODY,
+    responses=error_responses(*_KEYED, *_BODY, *_CHARGED, ErrorCode.TASK_LIMIT_REACHED),
+)
 async def register_task(
     request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
@@ -180,12 +218,12 @@ async def register_task(
     check_task(task_request, limits)  # before any text is formatted or tokenised
     charge = _charge(request, key_id, Endpoint.TASKS, rid, body)
     served = await run_in_threadpool(
-        service.serve, charge, partial(service.register_task, task_request, key_id)
+        service.idempotency.serve, charge, partial(service.register_task, task_request, key_id)
     )
     return served_response(served)
 
 
-@router.get(Routes.TASK)
+@router.get(Routes.TASK, responses=error_responses(*_KEYED, *_LEDGER, ErrorCode.NOT_FOUND))
 def get_task(task_id: str, service: Service, key_id: KeyId) -> TaskResponse:
     task = service.get_task(key_id, task_id)
     return TaskResponse(
@@ -196,17 +234,20 @@ def get_task(task_id: str, service: Service, key_id: KeyId) -> TaskResponse:
     )
 
 
-@router.post(Routes.LOGITS)
+@router.post(Routes.LOGITS, responses=error_responses(*_KEYED, *_BODY, *_CHARGED, *_BATCH))
 async def logits(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
     task, body, _, images = await _read_batch(request, state, service, key_id, task_id, LogitsRequest)
     charge = _charge(request, key_id, Endpoint.LOGITS, rid, body)
-    served = await run_in_threadpool(service.serve, charge, partial(service.logits, task, images, key_id))
+    work = partial(service.logits, task, images, key_id)
+    served = await run_in_threadpool(service.idempotency.serve, charge, work)
     return served_response(served)
 
 
-@router.post(Routes.LOSS)
+@router.post(
+    Routes.LOSS, responses=error_responses(*_KEYED, *_BODY, *_CHARGED, *_BATCH, ErrorCode.INVALID_LABELS)
+)
 async def loss(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
@@ -214,11 +255,11 @@ async def loss(
     labels = check_labels(parsed.labels, len(images), len(task.class_names))
     charge = _charge(request, key_id, Endpoint.LOSS, rid, body)
     work = partial(service.loss, task, images, labels, parsed.loss.value, parsed.focal_gamma, key_id)
-    served = await run_in_threadpool(service.serve, charge, work)
+    served = await run_in_threadpool(service.idempotency.serve, charge, work)
     return served_response(served)
 
 
-@router.get(Routes.USAGE)
+@router.get(Routes.USAGE, responses=error_responses(*_KEYED, *_LEDGER))
 async def usage(state: State, key_id: KeyId) -> UsageResponse:
     if state.ledger is None:
         raise APIError(ErrorCode.NOT_READY, "the ledger is not open yet", retry_after=2.0)

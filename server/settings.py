@@ -10,9 +10,9 @@ import argparse
 import hashlib
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -165,6 +165,15 @@ def _first_problem(exc: ValidationError) -> str:
     return f"--{field.replace('_', '-')}: {error['msg']}"
 
 
+class _FlagOptions(TypedDict, total=False):
+    """The ``add_argument`` options the flags below use, typed so argparse's own signature checks them."""
+
+    type: Callable[[str], object]
+    metavar: str
+    action: Literal["store_true"]
+    choices: Sequence[str]
+
+
 def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     defaults = ServerSettings()
     parser = argparse.ArgumentParser(
@@ -172,13 +181,16 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         description="Serve a frozen CLIP model as a black box: logits and losses only.",
     )
 
-    def add(flag: str, help: str, *aliases: str, **kwargs: object) -> None:
+    def add(
+        flag: str, help: str, *aliases: str, default: object = None, **options: Unpack[_FlagOptions]
+    ) -> None:
         dest = flag.lstrip("-").replace("-", "_")
         env_name = ENV_PREFIX + dest.upper()
-        default = kwargs.pop("default", getattr(defaults, dest, None))
+        if default is None:  # the setting's own; a flag that is no setting (--api-keys) passes its own
+            default = getattr(defaults, dest, None)
         if env.get(env_name, "") != "":  # empty means unset, as compose files pass them
-            default = _from_env(env[env_name], kwargs)
-        parser.add_argument(flag, *aliases, default=default, help=f"{help} (env {env_name})", **kwargs)
+            default = _from_env(env[env_name], options)
+        parser.add_argument(flag, *aliases, default=default, help=f"{help} (env {env_name})", **options)
 
     add("--host", "interface to bind")
     add("--port", "TCP port; 0 picks a free one", type=int)
@@ -191,7 +203,7 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--device", "where the model runs", choices=["auto", "cpu", "cuda"])
     add("--ledger", "SQLite file that counts every query", type=Path)
     add("--api-keys", "comma-separated API keys", default="")
-    add("--keys-file", "file with one API key per line", type=Path, default=None)
+    add("--keys-file", "file with one API key per line", type=Path)
     add("--max-batch-images", "most images in one request", type=int)
     add("--max-request-bytes", "largest request body accepted", type=int)
     add("--max-task-bytes", "largest task registration body", type=int)
@@ -225,12 +237,12 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
-def _from_env(raw: str, kwargs: dict[str, object]) -> object:
-    if kwargs.get("action") == "store_true":
+def _from_env(raw: str, options: _FlagOptions) -> object:
+    if options.get("action") == "store_true":
         return raw.strip().lower() in {"1", "true", "yes", "on"}
-    convert = kwargs.get("type", str)
+    convert = options.get("type", str)
     try:
-        return convert(raw)  # type: ignore[operator]
+        return convert(raw)
     except ValueError as exc:
         raise SettingsError(f"environment value {raw!r} is not valid: {exc}") from exc
 

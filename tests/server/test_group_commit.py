@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 from server.ledger import DuplicateRequestError, Ledger, LedgerLimits, QueryRecord, QuotaExceededError
+from shared.protocol import Endpoint
 
 
 def record(key: str, images: int, request_id: str | None = None) -> QueryRecord:
-    return QueryRecord(key, "logits", "t", request_id, images, 1, 100, 0, images / 1000)
+    return QueryRecord(key, Endpoint.LOGITS, "t", request_id, images, 1, 100, 0, images / 1000)
 
 
 def test_charges_waiting_for_a_commit_share_the_next_and_refusals_stay_their_own(tmp_path: Path) -> None:

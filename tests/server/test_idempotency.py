@@ -132,7 +132,7 @@ def test_a_duplicate_while_the_first_runs_is_409(api: TestClient) -> None:
         first = threading.Thread(target=lambda: results.append(logits(api, task_id, "slow")))
         first.start()
         deadline = time.monotonic() + 10
-        while not api.app.state.blackvip.service._claimed:
+        while not api.app.state.blackvip.service.idempotency.claimed:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         duplicate = logits(api, task_id, "slow")

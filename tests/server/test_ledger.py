@@ -22,12 +22,13 @@ from server.ledger import (
     TaskLimitError,
 )
 from server.ledger_schema import SCHEMA_VERSION, SchemaError
+from shared.protocol import Endpoint
 
 
 def record(key: str = "k", images: int = 4, request_id: str | None = None) -> QueryRecord:
     return QueryRecord(
         key_id=key,
-        endpoint="logits",
+        endpoint=Endpoint.LOGITS,
         task_id="t",
         request_id=request_id,
         images=images,

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 
 from client._meter import EndpointCount, QueryMeter
+from shared.protocol import Endpoint
 
 # --------------------------------------------------------------------------- query meter
 
 
 def test_query_meter_plus_and_round_trip() -> None:
     first = QueryMeter()
-    first.add("loss", 10, 1000)
-    first.add("loss", 5, 500)
-    first.add("tasks", 0, 20)
+    first.add(Endpoint.LOSS, 10, 1000)
+    first.add(Endpoint.LOSS, 5, 500)
+    first.add(Endpoint.TASKS, 0, 20)
     second = QueryMeter()
-    second.add("loss", 2, 200)
-    second.add("logits", 7, 700)
+    second.add(Endpoint.LOSS, 2, 200)
+    second.add(Endpoint.LOGITS, 7, 700)
 
     total = first.plus(second)
     assert total.to_dict() == {
