@@ -9,6 +9,7 @@
       evals.jsonl       one line per evaluation during training: step, training images, split, metrics
       summary.json      the finished run: :class:`Summary`
       evaluation.json   ``blackvip eval --run RUN``: a :class:`Summary` of the evaluation
+      job.log           ``blackvip bench``: the output of the job's ``blackvip train`` process(es)
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from client.data.atomic import atomic_write_bytes, atomic_write_json
 
@@ -84,6 +83,10 @@ class RunDir:
     def evaluation(self) -> Path:
         return self.path / "evaluation.json"
 
+    @property
+    def log(self) -> Path:
+        return self.path / "job.log"
+
     def finished(self) -> bool:
         return self.summary.exists()
 
@@ -91,6 +94,9 @@ class RunDir:
         atomic_write_json(self.config, data)
 
     def save_checkpoint(self, state: dict[str, Any]) -> Path:
+        # torch is imported here, not at the top: a grid's parent process reads run folders without it.
+        import torch
+
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write_bytes(self.checkpoint, buffer.getvalue())
@@ -99,6 +105,8 @@ class RunDir:
     def load_checkpoint(self) -> dict[str, Any] | None:
         if not self.checkpoint.exists():
             return None
+        import torch
+
         # Our own files: they hold numpy RNG state and plain Python containers besides tensors.
         return torch.load(self.checkpoint, map_location="cpu", weights_only=False)
 
