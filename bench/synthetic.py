@@ -13,21 +13,19 @@ steps, giving its accuracy at 500 and 1,000 steps.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import statistics
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from client.local_server import local_server
-from client.training.config import build_config
-from client.training.loop import run_job
-from client.training.rundir import RunDir
+from client.training.config import TrainConfig, build_config
+from client.training.grid import GridJob, InProcessExecutor, finished_summaries, plan_grid, run_grid
+from client.training.rundir import RunDir, Summary
 from digits.tasks import write_task_folder
-
-log = logging.getLogger("bench.synthetic")
 
 EVALS_PER_STEP = {"blackvip": 10, "vp-spsa": 10, "bar": 6, "zeroshot": 0}  # q = 5: 2q or q + 1
 
@@ -57,49 +55,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def job_config(args: argparse.Namespace, url: str, task: str, method: str, seed: int, data: Path):
+def job_config(args: argparse.Namespace, url: str, job: GridJob) -> TrainConfig:
     budget = args.budget_steps * args.batch_size * EVALS_PER_STEP["blackvip"]
     values = {
         "url": url,
-        "method": method,
-        "dataset": task,
-        "data": data,
-        "seed": seed,
+        "method": job.method,
+        "dataset": job.dataset,
+        "data": write_task_folder(job.dataset, args.workdir / "data" / job.dataset),  # kept if complete
+        "seed": job.seed,
         "batch_size": args.batch_size,
-        "out": args.workdir / task / method / f"seed{seed}",
+        "out": job.out.path,
     }
-    if method == "blackvip" and task == args.long_task:
+    if job.method == "blackvip" and job.dataset == args.long_task:
         values.update(steps=args.long_steps, eval_every=math.gcd(100, args.budget_steps))
-    elif method != "zeroshot":
-        values.update(steps=budget // (args.batch_size * EVALS_PER_STEP[method]), budget_images=budget)
+    elif job.method != "zeroshot":
+        values.update(steps=budget // (args.batch_size * EVALS_PER_STEP[job.method]), budget_images=budget)
     return build_config(values)
 
 
-def finished(args: argparse.Namespace) -> dict[tuple[str, str, int], dict]:
-    """The summaries of the jobs that have finished (for a report on an interrupted run)."""
-    results = {}
-    for task in args.tasks:
-        for method in args.methods:
-            for seed in args.seeds:
-                run = RunDir(args.workdir / task / method / f"seed{seed}")
-                if run.finished():
-                    results[task, method, seed] = json.loads(run.summary.read_text())
-    return results
+def plan(args: argparse.Namespace) -> list[GridJob]:
+    return plan_grid(args.workdir, args.tasks, args.methods, args.seeds)
 
 
-def run_all(args: argparse.Namespace, url: str) -> dict[tuple[str, str, int], dict]:
-    results = {}
-    for task in args.tasks:
-        data = write_task_folder(task, args.workdir / "data" / task)
-        for method in args.methods:
-            for seed in args.seeds:
-                config = job_config(args, url, task, method, seed, data)
-                run = RunDir(config.out)
-                if not run.finished():
-                    log.info("%s / %s / seed %d", task, method, seed)
-                    run_job(config, resume=run.checkpoint.exists())
-                results[task, method, seed] = json.loads(run.summary.read_text())
-    return results
+def run_all(args: argparse.Namespace, url: str) -> None:
+    run_grid(plan(args), InProcessExecutor(partial(job_config, args, url)))
+
+
+def finished(args: argparse.Namespace) -> dict[tuple[str, str, int], Summary]:
+    """The summaries of the jobs that have finished, by (task, method, seed)."""
+    return {(job.dataset, job.method, job.seed): s for job, s in finished_summaries(plan(args)).items()}
 
 
 def accuracy_at(run_dir: Path, train_images: int) -> float:
@@ -110,13 +94,13 @@ def accuracy_at(run_dir: Path, train_images: int) -> float:
     raise ValueError(f"{run_dir} has no evaluation at {train_images} training images")
 
 
-def _spent_at(run_dir: Path, summary: dict, budget: int) -> dict[str, float]:
+def _spent_at(run_dir: Path, summary: Summary, budget: int) -> dict[str, float]:
     """Training images, requests and cost up to the budget (a long run goes past it)."""
     lines = RunDir(run_dir).metric_lines()
     within = [line for line in lines if line["train_images"] <= budget]
     if not within:
-        train = summary["train"]
-        return {"train_images": train["images"], "requests": train["requests"], "cost": train["cost"]}
+        train = summary.train
+        return {"train_images": train.images, "requests": train.requests, "cost": train.cost}
     return {key: within[-1][key] for key in ("train_images", "requests", "cost")}
 
 
@@ -125,7 +109,7 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
 
 
-def render(args: argparse.Namespace, results: dict[tuple[str, str, int], dict]) -> str:
+def render(args: argparse.Namespace, results: dict[tuple[str, str, int], Summary]) -> str:
     budget = args.budget_steps * args.batch_size * EVALS_PER_STEP["blackvip"]
     lines = [
         f"Equal budget: {budget:,} training images per job (BlackVIP/VP: {args.budget_steps} steps, "
@@ -142,12 +126,12 @@ def render(args: argparse.Namespace, results: dict[tuple[str, str, int], dict]) 
             ]
             if not seeds:
                 continue
-            zero = [results[task, "zeroshot", s]["evaluations"]["test"]["accuracy"] for s in seeds]
+            zero = [results[task, "zeroshot", s].evaluations["test"]["accuracy"] for s in seeds]
             runs = [results[task, method, s] for s in seeds]
             if method == "blackvip" and task == args.long_task:
                 accs = [accuracy_at(args.workdir / task / method / f"seed{s}", budget) for s in seeds]
             else:
-                accs = [r["evaluations"]["test"]["accuracy"] for r in runs]
+                accs = [r.evaluations["test"]["accuracy"] for r in runs]
             gain = [a - z for a, z in zip(accs, zero, strict=True)]
             spent = [
                 _spent_at(args.workdir / task / method / f"seed{s}", r, budget)
@@ -163,12 +147,12 @@ def render(args: argparse.Namespace, results: dict[tuple[str, str, int], dict]) 
     return "\n".join(lines) + "\n"
 
 
-def _long_curve(args: argparse.Namespace, results: dict) -> list[str]:
+def _long_curve(args: argparse.Namespace, results: dict[tuple[str, str, int], Summary]) -> list[str]:
     if "blackvip" not in args.methods or args.long_task not in args.tasks:
         return []
     task = args.long_task
     seeds = [s for s in args.seeds if (task, "blackvip", s) in results and (task, "zeroshot", s) in results]
-    zero = [results[task, "zeroshot", s]["evaluations"]["test"]["accuracy"] for s in seeds]
+    zero = [results[task, "zeroshot", s].evaluations["test"]["accuracy"] for s in seeds]
     lines = [
         "",
         f"BlackVIP on {task} by steps (test accuracy %, mean ± std over seeds):",
@@ -189,14 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    if args.report_only:
-        results = finished(args)
-    elif args.url:
-        results = run_all(args, args.url)
-    else:
-        with local_server(args.workdir) as url:
-            results = run_all(args, url)
-    table = render(args, results)
+    if not args.report_only:
+        if args.url:
+            run_all(args, args.url)
+        else:
+            with local_server(args.workdir) as url:
+                run_all(args, url)
+    table = render(args, finished(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table)
     print(table)
