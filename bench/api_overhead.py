@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from client import BlackVIPClient, TransportError
+from client import BlackVIPClient
+from client.local_server import LocalServer
 from server.clip_model import ClipBackend
 from server.settings import parse_args as parse_server_args
 
 log = logging.getLogger("bench.api_overhead")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ("tiny-vit", "ViT-B-32")
 DTYPES = ("float32", "float16", "uint8")
 CLASS_NAMES = [f"class {i}" for i in range(10)]
@@ -102,14 +100,8 @@ def make_images(batch: int, size: int, dtype: str, seed: int = 0) -> np.ndarray:
     return rng.random((batch, 3, size, size), dtype=np.float32).astype(dtype)
 
 
-def free_port() -> int:
-    # The port is released before the server binds it; a race is possible but harmless on loopback.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_flags(model: str, device: str, ledger: Path, port: int) -> list[str]:
+def server_flags(model: str, device: str, ledger: Path) -> list[str]:
+    """The server's flags, read by the in-process side too (the host and port are LocalServer's)."""
     return [
         "--model",
         model,
@@ -118,70 +110,32 @@ def server_flags(model: str, device: str, ledger: Path, port: int) -> list[str]:
         device,
         "--ledger",
         str(ledger),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
         "--max-request-bytes",
         str(MAX_REQUEST_BYTES),
     ]
 
 
-def wait_healthy(client: BlackVIPClient, proc: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log_path)}")
-        try:
-            status = client.health().status  # the SDK parses the 503 body too: "loading" or "failed"
-        except TransportError:
-            status = "not listening"
-        if status == "ok":
-            return
-        if status == "failed":
-            raise RuntimeError(f"server failed to load its model:\n{_tail(log_path)}")
-        time.sleep(0.25)
-    raise TimeoutError(f"server not healthy after {HEALTH_TIMEOUT_S:.0f} s:\n{_tail(log_path)}")
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 @contextmanager
-def running_server(flags: list[str], port: int, log_path: Path) -> Iterator[BlackVIPClient]:
+def running_server(flags: list[str], log_path: Path) -> Iterator[BlackVIPClient]:
     """A live server subprocess and an SDK client for it; the server is stopped on any exit."""
-    # Output goes to a file, not a pipe: an unread pipe fills up and blocks the server.
-    with log_path.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server.main", *flags],
-            cwd=REPO_ROOT,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    client = BlackVIPClient(f"http://127.0.0.1:{port}", timeout=600.0)
+    server = LocalServer(flags, log_path=log_path).start(timeout=HEALTH_TIMEOUT_S)
+    client = BlackVIPClient(server.url, timeout=600.0)
     try:
-        wait_healthy(client, proc, log_path)
         yield client
     except Exception:
-        if proc.poll() is not None:  # the client only sees "connection refused"; the cause is here
-            log.error("server exited with %s; its log ends:\n%s", proc.returncode, _tail(log_path))
+        if server.proc is not None and server.proc.poll() is not None:
+            # the client only sees "connection refused"; the cause is in the server's log
+            log.error("server exited with %s; its log ends:\n%s", server.proc.returncode, server.log_tail())
         raise
     finally:
         client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> list[Row]:
-    port = free_port()
-    flags = server_flags(model, args.device, workdir / f"{model}.sqlite3", port)
-    log.info("%s: starting server on port %d", model, port)
-    with running_server(flags, port, workdir / f"{model}.log") as client:
+    flags = server_flags(model, args.device, workdir / f"{model}.sqlite3")
+    log.info("%s: starting the server", model)
+    with running_server(flags, workdir / f"{model}.log") as client:
         task_id = client.register_task(CLASS_NAMES, TEMPLATES).task_id
         # Same flags and seed as the server, so both sides run identical random weights.
         backend = ClipBackend.load(parse_server_args(flags, env={}))
