@@ -14,7 +14,6 @@ exactly the charged answers its clients received.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading
@@ -27,10 +26,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _clients import DIGIT_TASK, MSGPACK_HEADERS, connection, images_body, latency_ms, run_clients
 
 from client.local_server import LocalServer
-from shared.codec import pack
-from shared.protocol import MSGPACK_CONTENT_TYPE, REPLAYED_HEADER, REQUEST_ID_HEADER, Routes, WireTensor
+from shared.protocol import REPLAYED_HEADER, REQUEST_ID_HEADER, Routes
 
 KEYS = [f"load-key-{index}" for index in range(4)]
 
@@ -56,11 +55,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def client_loop(url: str, key: str, seed: int, until: float, tally: Tally) -> None:
     rng = np.random.default_rng(seed)
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120.0) as http:
-        task = timed(
-            http, tally, key, "tasks", "POST", Routes.TASKS, json={"class_names": [str(d) for d in range(10)]}
-        )
-        task_id = task.json()["task_id"]
+    with connection(url, key) as http:
+        task_id = timed(http, tally, key, "tasks", "POST", Routes.TASKS, json=DIGIT_TASK).json()["task_id"]
         size = http.get(Routes.INFO).json()["image_size"]
         while time.monotonic() < until:
             roll = rng.random()
@@ -68,25 +64,17 @@ def client_loop(url: str, key: str, seed: int, until: float, tally: Tally) -> No
                 timed(http, tally, key, None, "GET", Routes.USAGE)
                 continue
             if roll < 0.08:
-                timed(
-                    http,
-                    tally,
-                    key,
-                    "tasks",
-                    "POST",
-                    Routes.TASKS,
-                    json={"class_names": [str(d) for d in range(10)]},
-                )
+                timed(http, tally, key, "tasks", "POST", Routes.TASKS, json=DIGIT_TASK)
                 continue
             n = int(rng.integers(1, 17))
             images = rng.integers(0, 256, size=(n, 3, size, size), dtype=np.uint8)
-            payload: dict = {"images": WireTensor.from_numpy(images).model_dump()}
             endpoint = "logits" if roll < 0.5 else "loss"
+            fields: dict[str, object] = {}
             if endpoint == "loss":
-                payload.update(labels=rng.integers(0, 10, n).tolist(), loss="focal" if roll > 0.9 else "ce")
+                fields = {"labels": rng.integers(0, 10, n).tolist(), "loss": "focal" if roll > 0.9 else "ce"}
             path = (Routes.LOGITS if endpoint == "logits" else Routes.LOSS).format(task_id=task_id)
-            headers = {"Content-Type": MSGPACK_CONTENT_TYPE, REQUEST_ID_HEADER: uuid.uuid4().hex}
-            body = pack(payload)
+            headers = {**MSGPACK_HEADERS, REQUEST_ID_HEADER: uuid.uuid4().hex}
+            body = images_body(images, **fields)
             for _ in range(2 if rng.random() < 0.1 else 1):  # a retry of the same request
                 timed(http, tally, key, endpoint, "POST", path, content=body, headers=headers, images=n)
 
@@ -133,28 +121,18 @@ def check_ledger(url: str, tally: Tally) -> list[str]:
 
 def run(args: argparse.Namespace, url: str) -> int:
     tally = Tally()
-    until = time.monotonic() + args.seconds
-    threads = [
-        threading.Thread(target=client_loop, args=(url, KEYS[i % len(KEYS)], i, until, tally))
-        for i in range(args.clients)
-    ]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
+    elapsed = run_clients(
+        lambda i, until: client_loop(url, KEYS[i % len(KEYS)], i, until, tally), args.clients, args.seconds
+    )
     problems = check_ledger(url, tally)
-    latencies = sorted(tally.latencies)
-    p50 = statistics.median(latencies) * 1000
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000
+    p50, p99 = latency_ms(tally.latencies)
     charged, images = sum(tally.requests.values()), sum(tally.images.values())
     print(
         "| clients | seconds | requests | charged | replays | images | images/s | p50 ms | p99 ms | errors |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     print(
-        f"| {args.clients} | {elapsed:.1f} | {len(latencies)} | {charged} | {tally.replays} | "
+        f"| {args.clients} | {elapsed:.1f} | {len(tally.latencies)} | {charged} | {tally.replays} | "
         f"{images} | {images / elapsed:.0f} | {p50:.1f} | {p99:.1f} | "
         f"{dict(tally.errors) or 0} |"
     )

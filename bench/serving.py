@@ -18,7 +18,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,13 +26,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+from _clients import DIGIT_TASK, MSGPACK_HEADERS, connection, images_body, latency_ms, run_clients
 
 from client.local_server import LocalServer
 from server.clip_model import fill_unit_pixels
 from server.inputs import check_images, parse_msgpack
 from server.service import wire_view
 from shared.codec import pack
-from shared.protocol import MSGPACK_CONTENT_TYPE, LogitsRequest, LogitsResponse, Routes, WireTensor
+from shared.protocol import LogitsRequest, LogitsResponse, Routes, WireTensor
 
 CELLS = ((1, 128), (1, 4), (8, 4), (32, 4))  # (clients, images per request)
 MODES = {"on": (), "off": ("--no-batcher",)}
@@ -63,11 +63,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def client_loop(url: str, task_id: str, body: bytes, until: float, latencies: list, errors: list) -> None:
     path = Routes.LOGITS.format(task_id=task_id)
-    headers = {"Content-Type": MSGPACK_CONTENT_TYPE}
-    with httpx.Client(base_url=url, timeout=120.0) as http:
+    with connection(url) as http:
         while time.monotonic() < until:
             started = time.perf_counter()
-            response = http.post(path, content=body, headers=headers)
+            response = http.post(path, content=body, headers=MSGPACK_HEADERS)
             if response.status_code == 200:
                 latencies.append(time.perf_counter() - started)
             else:
@@ -76,36 +75,16 @@ def client_loop(url: str, task_id: str, body: bytes, until: float, latencies: li
 
 def run_cell(url: str, task_id: str, size: int, mode: str, clients: int, batch: int, seconds: float) -> Cell:
     rng = np.random.default_rng(clients * 1000 + batch)
-    bodies = [
-        pack(
-            {
-                "images": WireTensor.from_numpy(
-                    rng.integers(0, 256, (batch, 3, size, size), np.uint8)
-                ).model_dump()
-            }
-        )
-        for _ in range(clients)
-    ]
-    for body in bodies[:1]:  # warm the connection path once, untimed
-        httpx.post(url + Routes.LOGITS.format(task_id=task_id), content=body,
-                   headers={"Content-Type": MSGPACK_CONTENT_TYPE}, timeout=120.0)  # fmt: skip
+    bodies = [images_body(rng.integers(0, 256, (batch, 3, size, size), np.uint8)) for _ in range(clients)]
+    warm_up = url + Routes.LOGITS.format(task_id=task_id)
+    httpx.post(warm_up, content=bodies[0], headers=MSGPACK_HEADERS, timeout=120.0)  # warms the path, untimed
     latencies: list[float] = []
     errors: list[int] = []
-    until = time.monotonic() + seconds
-    threads = [
-        threading.Thread(target=client_loop, args=(url, task_id, body, until, latencies, errors))
-        for body in bodies
-    ]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
-    ordered = sorted(latencies) or [float("nan")]
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return Cell(mode, clients, batch, len(latencies) * batch / elapsed, statistics.median(ordered) * 1000,
-                p99 * 1000, len(latencies), len(errors))  # fmt: skip
+    elapsed = run_clients(
+        lambda i, until: client_loop(url, task_id, bodies[i], until, latencies, errors), clients, seconds
+    )
+    p50, p99 = latency_ms(latencies)
+    return Cell(mode, clients, batch, len(latencies) * batch / elapsed, p50, p99, len(latencies), len(errors))
 
 
 def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> list[Cell]:
@@ -115,9 +94,7 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> list[Cell]:
     try:
         info = httpx.get(server.url + Routes.INFO).json()
         print(f"batcher {mode}: serving {info.get('serving')}", file=sys.stderr)
-        task_id = httpx.post(
-            server.url + Routes.TASKS, json={"class_names": [str(d) for d in range(10)]}
-        ).json()
+        task_id = httpx.post(server.url + Routes.TASKS, json=DIGIT_TASK).json()
         cells = []
         for clients, batch in CELLS:
             cell = run_cell(
