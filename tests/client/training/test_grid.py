@@ -135,3 +135,20 @@ def test_a_grid_with_no_finished_job_has_an_empty_table_and_no_plot(tmp_path: Pa
     assert write_report(jobs, tmp_path).count("\n") == 2
     assert not (tmp_path / "eurosat.png").exists()
     assert RunDir(tmp_path).log == tmp_path / "job.log"
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_concurrency_runs_that_many_jobs_at_once(tmp_path: Path, concurrency: int) -> None:
+    jobs = plan_grid(tmp_path / "runs", ["eurosat"], ["zeroshot", "blackvip"], [1])
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    # Each stand-in job checks in, then waits (up to 5 s) for a second job to check in beside it.
+    program = (
+        "import pathlib, sys, time, uuid; gate = pathlib.Path(sys.argv[1]); "
+        "(gate / uuid.uuid4().hex).touch(); deadline = time.time() + 5\n"
+        "while len(list(gate.iterdir())) < 2 and time.time() < deadline: time.sleep(0.01)\n"
+        "sys.exit(len(list(gate.iterdir())) < 2)"
+    )
+    executor = LocalExecutor(concurrency=concurrency, command=(sys.executable, "-c", program, str(gate)))
+    failed = run_grid(jobs, executor)
+    assert failed == ([] if concurrency == 2 else [jobs[0]])  # one at a time: the first waits alone
