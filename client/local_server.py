@@ -38,10 +38,13 @@ class LocalServer:
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         port: int | None = None,
+        launcher: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # ``launcher`` prefixes the command, e.g. ("taskset", "-c", "1") to pin the server to a core
         self.argv = [
+            *launcher,
             sys.executable,
             "-m",
             "server.main",

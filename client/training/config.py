@@ -91,6 +91,9 @@ class TrainConfig(BaseModel):
     focal_gamma: float = 2.0
     # plumbing
     wire_dtype: Literal["float32", "float16", "uint8"] = "float32"
+    # loss requests outstanding while the next candidate is built (1: one at a time); the results are
+    # bit-identical either way, so a resume may change it
+    in_flight: int = Field(1, ge=1, le=16, **_tags(RESUMABLE))
     checkpoint_every: int = Field(50, ge=1, **_tags(RESUMABLE))
     eval_batch: int = Field(256, ge=1, **_tags(RESUMABLE, FROM_EVALUATION))
     eval_splits: list[str] = Field(["test"], **_tags(RESUMABLE, FROM_EVALUATION))

@@ -97,7 +97,13 @@ def start_job(config: TrainConfig, resume: bool, evaluation_only: bool = False) 
     task_id = session.register_task(inputs.class_names, config.templates)
     state = TrainState(config, method.prompter.train(), method.optimizer, len(inputs.train))
     remote = RemoteLoss(
-        session.train_api, session.info, task_id, method.loss_kind, config.focal_gamma, config.wire_dtype
+        session.train_api,
+        session.info,
+        task_id,
+        method.loss_kind,
+        config.focal_gamma,
+        config.wire_dtype,
+        config.in_flight,
     )
     job = Job(config, run, session, inputs, method, state, remote, total_steps)
     if saved is not None:

@@ -31,7 +31,7 @@ from client.training.objective import RemoteLoss
 from client.training.rundir import RunDir, Spend, Summary
 from client.training.zo import StepResult, divergence
 
-__all__ = ["JobResult", "run_evaluation", "run_job"]
+__all__ = ["JobResult", "run_evaluation", "run_job", "train_step"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def run_evaluation(config: TrainConfig, run_dir: Path | None) -> JobResult:
 
 def _finish(job: Job, summary: Summary, path: Path) -> JobResult:
     job.run.write_summary(summary, path)
+    job.remote.close()
     job.session.close()
     return JobResult(job.run, summary, path, job.session.train_api.meter, job.session.eval_api.meter)
 
@@ -88,7 +89,7 @@ def _train(job: Job) -> str:
         if config.eval_every and state.step == 0:
             _log_evaluations(job, evals)  # the curve starts at zero images queried
         while (reason := job.stop_reason(per_step)) is None:
-            result = _step(job)
+            result = train_step(job)
             line = job.metrics_line(result.loss, result.accuracy, result.learning_rate)
             metrics.write(json.dumps(line) + "\n")
             metrics.flush()
@@ -107,7 +108,7 @@ def _train(job: Job) -> str:
     return reason
 
 
-def _step(job: Job) -> StepResult:
+def train_step(job: Job) -> StepResult:
     """One optimiser step; if the server stays away, save the state from before it and stop."""
     state, api = job.state, job.session.train_api
     assert job.method.optimizer is not None

@@ -1,17 +1,21 @@
 """The loss oracle over HTTP: candidate parameter vectors -> prompted batches -> server losses.
 
 All candidates of one optimiser step are packed into as few requests as the server's limits
-(images per request, bytes per request) allow.
+(images per request, bytes per request) allow. With ``in_flight`` > 1 up to that many requests are
+outstanding while the next candidate's images are built; the requests, their boundaries and the
+assembled losses are the same as one at a time, so training is bit-identical either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from client._sdk import BlackVIPClient
+from client._sdk import BlackVIPClient, LossResult
+from client.training.pipeline import ordered_map
 from client.training.plan import images_per_request
 from client.training.prompters import Prompter
 from client.training.zo import Evaluation, LossOracle
@@ -36,12 +40,19 @@ class RemoteLoss:
         loss_kind: LossKind = LossKind.CROSS_ENTROPY,
         focal_gamma: float = 2.0,
         wire_dtype: str = "float32",
+        in_flight: int = 1,
     ) -> None:
         self.api, self.task_id = api, task_id
         self.loss_kind, self.focal_gamma, self.wire_dtype = loss_kind, focal_gamma, wire_dtype
         self.images_per_request = images_per_request(
             info.image_size, wire_dtype, info.max_batch_images, info.max_request_bytes
         )
+        self.in_flight = in_flight
+        self._pool = ThreadPoolExecutor(in_flight, "oracle") if in_flight > 1 else None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def oracle(self, prompter: Prompter, pixels: torch.Tensor, labels: torch.Tensor) -> LossOracle:
         """An oracle for one batch: pixels (N, 3, S, S) float in [0, 1], labels (N,). Each candidate
@@ -50,12 +61,10 @@ class RemoteLoss:
             prepared = prompter.prepare(pixels)
 
         def evaluate(candidates: Sequence[torch.Tensor]) -> list[Evaluation]:
-            with torch.no_grad():
-                batches = [prompter.apply_vector(vector, pixels, prepared) for vector in candidates]
-            images = torch.cat(batches)  # (P * N, 3, S, S)
-            if not bool(torch.isfinite(images).all()):  # the server would refuse them: a diverged prompt
-                raise FloatingPointError("the prompt holds NaN/Inf values (the parameters overflowed)")
-            losses, correct = self.query(images, labels.repeat(len(candidates)))
+            if not all(bool(torch.isfinite(vector).all()) for vector in candidates):
+                raise FloatingPointError("a candidate holds NaN/Inf values (the parameters overflowed)")
+            batches = (_prompted(prompter, vector, pixels, prepared) for vector in candidates)
+            losses, correct = self.query_stream(_requests(batches, labels, self.images_per_request))
             n = len(labels)
             return [
                 Evaluation(
@@ -78,16 +87,51 @@ class RemoteLoss:
 
     def query(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Per-image losses and correctness for any number of images, split to fit the limits."""
-        losses, correct = [], []
-        for start in range(0, len(images), self.images_per_request):
-            stop = start + self.images_per_request
-            result = self.api.loss(
-                self.task_id,
-                to_wire(images[start:stop], self.wire_dtype),
-                labels[start:stop].numpy(),
-                self.loss_kind,
-                self.focal_gamma,
-            )
-            losses.append(result.losses.astype(np.float64))
-            correct.append(result.correct)
-        return np.concatenate(losses), np.concatenate(correct)
+        step = self.images_per_request
+        starts = range(0, len(images), step)
+        return self.query_stream((images[s : s + step], labels[s : s + step]) for s in starts)
+
+    def query_stream(
+        self, requests: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Losses and correctness, in order, for requests of (images, labels) produced lazily."""
+        answers = list(ordered_map(self._loss, requests, self.in_flight, self._pool))
+        losses = [answer.losses.astype(np.float64) for answer in answers]
+        return np.concatenate(losses), np.concatenate([answer.correct for answer in answers])
+
+    def _loss(self, request: tuple[torch.Tensor, torch.Tensor]) -> LossResult:
+        images, labels = request
+        return self.api.loss(
+            self.task_id, to_wire(images, self.wire_dtype), labels.numpy(), self.loss_kind, self.focal_gamma
+        )
+
+
+def _prompted(
+    prompter: Prompter, vector: torch.Tensor, pixels: torch.Tensor, prepared: object
+) -> torch.Tensor:
+    with torch.no_grad():
+        images = prompter.apply_vector(vector, pixels, prepared)  # (N, 3, S, S)
+    if not bool(torch.isfinite(images).all()):  # the server would refuse them: a diverged prompt
+        raise FloatingPointError("the prompt holds NaN/Inf values (the parameters overflowed)")
+    return images
+
+
+def _requests(
+    batches: Iterator[torch.Tensor], labels: torch.Tensor, per_request: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The candidates' images, one candidate after another, cut into requests of ``per_request``
+    images: a request may span two candidates, exactly as if all were concatenated first."""
+    held: list[torch.Tensor] = []
+    held_labels: list[torch.Tensor] = []
+    count = 0
+    for batch in batches:
+        held.append(batch)
+        held_labels.append(labels)
+        count += len(batch)
+        while count >= per_request:
+            images, request_labels = torch.cat(held), torch.cat(held_labels)
+            yield images[:per_request], request_labels[:per_request]
+            held, held_labels = [images[per_request:]], [request_labels[per_request:]]
+            count -= per_request
+    if count:
+        yield torch.cat(held), torch.cat(held_labels)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from client import BlackVIPClient
 from tests.helpers import ServerProcess, make_image_folder, tiny_argv
@@ -99,6 +100,25 @@ def test_plain_spsa_and_spsa_gc_take_different_paths(server, dataset, tmp_path) 
     gc, plain = RunDir(tmp_path / "gc").load_checkpoint(), RunDir(tmp_path / "plain").load_checkpoint()
     assert plain["config"]["optimizer"] == "spsa" and gc["config"]["optimizer"] == "spsa-gc"
     assert any(not np.array_equal(gc["prompter"][k], plain["prompter"][k]) for k in gc["prompter"])
+
+
+def test_requests_in_flight_train_bit_identically_and_resume_exactly(server, dataset, tmp_path) -> None:
+    from client.training.rundir import RunDir
+
+    every = ("--checkpoint-every", "2")
+    one = train(server, dataset, tmp_path / "one", "--steps", "4", *every)
+    three = train(server, dataset, tmp_path / "three", "--steps", "4", *every, "--in-flight", "3")
+    assert one["train"] == three["train"]  # the same requests, images and bytes
+    sequential, pipelined = RunDir(tmp_path / "one"), RunDir(tmp_path / "three")
+    for name, tensor in sequential.load_checkpoint()["prompter"].items():
+        assert torch.equal(pipelined.load_checkpoint()["prompter"][name], tensor), name
+    losses = [line["loss"] for line in sequential.metric_lines()]
+    assert losses == [line["loss"] for line in pipelined.metric_lines()]
+    # a run stopped at step 2 and resumed with another in-flight setting ends at the same prompt
+    train(server, dataset, tmp_path / "mixed", "--steps", "2", *every, "--in-flight", "2")
+    train(server, dataset, tmp_path / "mixed", "--steps", "4", *every, "--resume")
+    for name, tensor in sequential.load_checkpoint()["prompter"].items():
+        assert torch.equal(RunDir(tmp_path / "mixed").load_checkpoint()["prompter"][name], tensor), name
 
 
 def test_info_and_usage_print_the_servers_json(server, dataset, tmp_path) -> None:
