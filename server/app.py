@@ -22,6 +22,8 @@ from server.clip_model import ClipBackend
 from server.errors import APIError, bounded_body, error_responses, problems
 from server.ledger import Ledger, LedgerLimits, LedgerUnavailableError
 from server.ledger_schema import SchemaError
+from server.metrics import ServerMetrics
+from server.metrics_http import install_metrics
 from server.routes import router
 from server.service import QueryService
 from server.settings import ServerSettings
@@ -63,11 +65,14 @@ def ledger_limits(settings: ServerSettings) -> LedgerLimits:
 def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
     """``on_fatal`` is called with a message if the model or the ledger cannot be opened."""
     state = AppState(settings=settings, keyring=KeyRing(settings.api_key_hashes), on_fatal=on_fatal)
+    if settings.metrics:
+        state.metrics = ServerMetrics(queue_depth=lambda: _queued_images(state))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        on_commit = state.metrics.ledger_commit if state.metrics is not None else None
         try:
-            state.ledger = Ledger(settings.ledger, ledger_limits(settings))
+            state.ledger = Ledger(settings.ledger, ledger_limits(settings), on_commit)
         except (SchemaError, LedgerUnavailableError, OSError) as exc:
             _fatal(state, f"cannot open the ledger {settings.ledger}: {exc}")
             raise
@@ -84,10 +89,17 @@ def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None 
     app.state.blackvip = state
     # The handler of anything unexpected (below) can answer any route.
     app.include_router(router, responses=error_responses(ErrorCode.INTERNAL_ERROR))
+    if state.metrics is not None:
+        install_metrics(app, state.metrics)
     _install_error_handlers(app, state)
     if not state.keyring.auth_required:
         log.warning("no API keys configured: the API is open and all usage is charged to 'anonymous'")
     return app
+
+
+def _queued_images(state: AppState) -> int:
+    batcher = state.service.batcher if state.service is not None else None
+    return batcher.queued_images if batcher is not None else 0
 
 
 def _fatal(state: AppState, message: str) -> None:
@@ -101,7 +113,7 @@ async def _load_model(state: AppState) -> None:
     try:
         backend = await asyncio.to_thread(ClipBackend.load, state.settings)
         # in a thread too: it checks the forward sizes on the model (seconds for a large one on CPU)
-        service = await asyncio.to_thread(QueryService, state.settings, backend, state.ledger)
+        service = await asyncio.to_thread(QueryService, state.settings, backend, state.ledger, state.metrics)
     except Exception as exc:  # any failure must reach the operator, not hang the health check
         state.load_error = f"{type(exc).__name__}: {exc}"
         _fatal(state, f"model failed to load: {state.load_error}")
@@ -150,6 +162,8 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
         route = request.scope.get("route")
         key_id = getattr(request.state, "key_id", None)
         state.rejections.add(key_id, getattr(route, "path", None), exc.status, exc.code.value)
+        if state.metrics is not None:
+            state.metrics.rejected_request(exc.code)
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
         body = bounded_body(exc.code, exc.message, exc.detail)
         return JSONResponse(body, status_code=exc.status, headers=headers)

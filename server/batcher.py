@@ -36,7 +36,10 @@ import torch
 
 from server.clip_model import fill_unit_pixels
 
-__all__ = ["BatcherClosedError", "DynamicBatcher", "QueueFullError"]
+__all__ = ["BatcherClosedError", "DynamicBatcher", "ForwardObserver", "QueueFullError"]
+
+# (seconds, images of requests, padding images) of one batch through the encoder, for metrics.
+ForwardObserver = Callable[[float, int, int], None]
 
 
 class QueueFullError(Exception):
@@ -77,13 +80,15 @@ class DynamicBatcher:
         shapes: tuple[int, ...] | None = None,
         name: str = "batcher",
         callers: Callable[[], int] | None = None,
+        observe: ForwardObserver | None = None,
     ) -> None:
         """``forward`` maps float32 pixels (B, 3, S, S) in [0, 1] (a buffer it may overwrite) to
         features (B, D); ``shapes`` None runs each batch as one forward of its own size.
         ``callers`` counts the requests now being served (queued or not): when every one of them is
-        already queued, nobody can join the batch and the worker does not wait ``max_delay_s``."""
+        already queued, nobody can join the batch and the worker does not wait ``max_delay_s``.
+        ``observe`` hears of every batch that went through the encoder."""
         self.forward, self.max_batch, self.max_delay_s = forward, max_batch, max_delay_s
-        self.max_queue_images, self.callers = max_queue_images, callers
+        self.max_queue_images, self.callers, self.observe = max_queue_images, callers, observe
         self.shapes = tuple(sorted(shapes)) if shapes else None
         self._queue: deque[_Job] = deque()
         self._queued_images = 0
@@ -172,11 +177,14 @@ class DynamicBatcher:
         for job, start, count in pieces:
             fill_unit_pixels(pixels[offset : offset + count], job.images[start : start + count])
             offset += count
+        started = time.perf_counter()
         try:
             features = self._encode(pixels, plan)
         except BaseException as exc:  # every request in the forward gets the error, none hangs
             self._fail({job for job, _, _ in pieces}, exc)
             return
+        if self.observe is not None:
+            self.observe(time.perf_counter() - started, rows, len(pixels) - rows)
         self.forwards += 1
         offset = 0
         for job, start, count in pieces:

@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -173,15 +174,24 @@ class ClipBackend:
             scale = self.model.logit_scale.exp().float().cpu()
             return (scale * features @ text_features.cpu().T).numpy().astype(np.float32, copy=False)
 
-    def logits(self, images: np.ndarray, text_features: torch.Tensor) -> ForwardResult:
+    def logits(
+        self,
+        images: np.ndarray,
+        text_features: torch.Tensor,
+        observe: Callable[[float, int, int], None] | None = None,
+    ) -> ForwardResult:
         """Logits (N, C) for images (N, 3, H, W) in [0, 1] (or uint8), one forward per
-        ``forward_batch`` images of this request alone (the path without the batcher)."""
+        ``forward_batch`` images of this request alone (the path without the batcher). ``observe``
+        hears (seconds, images, padding 0) of each forward, as the batcher's observer does."""
         outputs = []
         for start in range(0, len(images), self.forward_batch):
             piece = images[start : start + self.forward_batch]
             pixels = torch.empty((len(piece), *piece.shape[1:]), dtype=torch.float32)
             fill_unit_pixels(pixels, piece)
+            started = time.perf_counter()
             outputs.append(self.image_features(pixels))
+            if observe is not None:
+                observe(time.perf_counter() - started, len(piece), 0)
         logits = self.logits_from_features(torch.cat(outputs), text_features)
         return ForwardResult(logits=logits, batch_passes=math.ceil(len(images) / self.forward_batch))
 

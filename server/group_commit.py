@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-__all__ = ["GroupCommit"]
+__all__ = ["CommitObserver", "GroupCommit"]
 
 Write = Callable[[sqlite3.Connection], None]
+# (seconds, writes in the group, whether it committed): for metrics, called by the leading thread.
+CommitObserver = Callable[[float, int, bool], None]
 
 
 @dataclass(eq=False)
@@ -35,9 +38,11 @@ class GroupCommit:
         self,
         transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
         own_errors: tuple[type[Exception], ...],
+        observe: CommitObserver | None = None,
     ) -> None:
-        """``transaction`` opens BEGIN ... COMMIT; ``own_errors`` are refusals of one write alone."""
-        self._transaction, self._own_errors = transaction, own_errors
+        """``transaction`` opens BEGIN ... COMMIT; ``own_errors`` are refusals of one write alone;
+        ``observe`` hears of every transaction, committed or not."""
+        self._transaction, self._own_errors, self._observe = transaction, own_errors, observe
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
         self._leading = False
@@ -66,6 +71,12 @@ class GroupCommit:
             raise mine.error
 
     def _commit(self, group: list[_Pending]) -> None:
+        started = time.perf_counter()
+        committed = self._run_group(group)
+        if self._observe is not None:
+            self._observe(time.perf_counter() - started, len(group), committed)
+
+    def _run_group(self, group: list[_Pending]) -> bool:
         try:
             with self._transaction() as db:
                 for pending in group:
@@ -79,6 +90,7 @@ class GroupCommit:
         except BaseException as exc:  # nothing of the group was committed: every writer hears it
             for pending in group:
                 pending.error = exc
-            return
+            return False
         self.commits += 1
         self.writes += sum(pending.error is None for pending in group)
+        return True

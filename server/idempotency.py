@@ -71,9 +71,16 @@ def body_hash(method: str, path: str, body: bytes) -> str:
 class Idempotency:
     """Runs charged calls: claims their request ids, replays or refuses repeats, charges the rest."""
 
-    def __init__(self, settings: ServerSettings, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        ledger: Ledger,
+        on_charged: Callable[[Endpoint, int], None] | None = None,
+    ) -> None:
+        """``on_charged`` hears (endpoint, images) of each charge once it has committed."""
         self.settings = settings
         self.ledger = ledger
+        self.on_charged = on_charged
         self._claimed: set[tuple[str, str]] = set()  # (key, request id) being computed now
         self._active = 0  # charged calls in progress, for a draining shutdown
         self._state = threading.Condition()
@@ -162,6 +169,8 @@ class Idempotency:
             raise quota_error(exc) from None
         except TaskLimitError as exc:
             raise task_limit_error(exc) from None
+        if self.on_charged is not None:
+            self.on_charged(charge.endpoint, done.images)
 
 
 def _replay(seen: Remembered, charge: Charge) -> Answer:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.group_commit import GroupCommit
+from server.group_commit import CommitObserver, GroupCommit
 from server.ledger_schema import migrate
 from shared.protocol import Endpoint
 
@@ -114,7 +114,9 @@ class Ledger:
     request's reads (its task, its request id) never wait for another request's commit and fsync:
     with WAL a reader sees every transaction committed before it began."""
 
-    def __init__(self, path: Path, limits: LedgerLimits | None = None) -> None:
+    def __init__(
+        self, path: Path, limits: LedgerLimits | None = None, on_commit: CommitObserver | None = None
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.limits = path, limits or LedgerLimits()
         self._lock = threading.Lock()
@@ -133,7 +135,7 @@ class Ledger:
         self._reader.execute("PRAGMA synchronous=FULL")
         # Charges from concurrent requests share one transaction (see server.group_commit).
         self._group = GroupCommit(
-            self._transaction, (QuotaExceededError, TaskLimitError, DuplicateRequestError)
+            self._transaction, (QuotaExceededError, TaskLimitError, DuplicateRequestError), on_commit
         )
 
     def close(self) -> None:

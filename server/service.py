@@ -17,6 +17,7 @@ from server.errors import APIError, echo
 from server.forward_shapes import forward_shapes
 from server.idempotency import Idempotency, Work, quota_error, task_limit_error
 from server.ledger import Answer, Ledger, QuotaExceededError, StoredTask, TaskLimitError
+from server.metrics import ServerMetrics
 from server.settings import ServerSettings
 from server.tasks import TextFeatureCache
 from shared.codec import OUTPUT_DTYPE, pack
@@ -28,11 +29,18 @@ QUEUE_RETRY_AFTER_S = 1.0
 
 
 class QueryService:
-    def __init__(self, settings: ServerSettings, backend: ClipBackend, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        backend: ClipBackend,
+        ledger: Ledger,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.backend = backend
         self.ledger = ledger
-        self.idempotency = Idempotency(settings, ledger)
+        self.observe_forward = metrics.forward if metrics is not None else None
+        self.idempotency = Idempotency(settings, ledger, metrics.charged if metrics is not None else None)
         self.features = TextFeatureCache(int(settings.text_cache_mb * 2**20))
         self.forward_shapes = forward_shapes(settings, backend) if settings.batcher else None
         self.batcher = (
@@ -44,6 +52,7 @@ class QueryService:
                 shapes=self.forward_shapes,
                 name=f"batcher-{backend.device}",
                 callers=lambda: self.idempotency.active,
+                observe=self.observe_forward,
             )
             if settings.batcher
             else None
@@ -102,7 +111,7 @@ class QueryService:
             task.task_id, lambda: self.backend.encode_texts(task.class_names, task.templates)
         )
         if self.batcher is None:
-            result = self.backend.logits(images, features)
+            result = self.backend.logits(images, features, self.observe_forward)
             return result.logits, result.batch_passes
         try:
             image_features, passes = self.batcher.submit(images)

@@ -74,6 +74,7 @@ class ServerSettings(BaseModel):
     # its own network); the open-API check looks at this address instead of --host.
     published_on: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics: bool = True  # Prometheus text at /metrics, no key (README: Metrics)
 
     @model_validator(mode="after")
     def _open_only_on_loopback(self) -> ServerSettings:
@@ -148,8 +149,10 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
             "--checkpoint PATH (local file) or --random-init (untrained, for tests)"
         )
     keys = _split_keys(args.api_keys) + _read_keys_file(args.keys_file)
-    values = {k: v for k, v in vars(args).items() if k not in {"api_keys", "keys_file", "no_batcher"}}
+    flags_only = {"api_keys", "keys_file", "no_batcher", "no_metrics"}
+    values = {k: v for k, v in vars(args).items() if k not in flags_only}
     values["batcher"] = not args.no_batcher
+    values["metrics"] = not args.no_metrics
     try:
         return ServerSettings(**values, api_key_hashes=frozenset(hash_api_key(k) for k in keys))
     except ValidationError as exc:
@@ -234,6 +237,7 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--allow-open", "serve with no API keys on a non-loopback address", action="store_true")
     add("--published-on", "address the service is published on behind a port mapping (containers)")
     add("--log-level", "logging level", choices=["debug", "info", "warning", "error"])
+    add("--no-metrics", "do not serve Prometheus metrics at /metrics", action="store_true")
     return parser
 
 

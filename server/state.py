@@ -1,5 +1,5 @@
-"""What the running app holds: settings, keys, ledger, rejection counters, and the model once it
-has loaded."""
+"""What the running app holds: settings, keys, ledger, rejection counters, metrics, and the model
+once it has loaded."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from server.auth import KeyRing
 from server.ledger import Ledger
+from server.metrics import ServerMetrics
 from server.rejections import RejectionCounter
 from server.service import QueryService
 from server.settings import ServerSettings
@@ -24,3 +25,4 @@ class AppState:
     service: QueryService | None = None  # None until the model has loaded
     load_error: str | None = None
     rejections: RejectionCounter = field(default_factory=RejectionCounter)
+    metrics: ServerMetrics | None = None  # None with --no-metrics

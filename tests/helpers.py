@@ -1,5 +1,5 @@
 """Helpers shared by the server and end-to-end tests: settings for the tiny real model, a free
-loopback port, a real server subprocess, and random image batches."""
+loopback port, a real server subprocess, random image batches, and a parsed metrics scrape."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from client.local_server import free_port
 __all__ = [
     "IMAGE_SIZE",
     "KEYS",
+    "Scrape",
     "ServerProcess",
     "free_port",
     "make_image_folder",
@@ -57,3 +58,29 @@ def make_image_folder(
                 pixels = np.clip(colours[label] + noise, 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{index}.png")
     return root
+
+
+class Scrape:
+    """One Prometheus exposition (the server's ``/metrics``), read with prometheus_client's parser."""
+
+    def __init__(self, text: str) -> None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        self.samples = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample's value; a sample that is not there fails (a misspelt name never reads as 0)."""
+        key = (name, frozenset(labels.items()))
+        assert key in self.samples, f"no sample {name} {labels}"
+        return self.samples[key]
+
+    def value_or_zero(self, name: str, **labels: str) -> float:
+        """For a series that appears with its first observation (a new route, method and status)."""
+        return self.samples.get((name, frozenset(labels.items())), 0.0)
+
+    def label_values(self, label: str) -> set[str]:
+        return {value for _, labels in self.samples for name, value in labels if name == label}
