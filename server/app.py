@@ -19,11 +19,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.auth import KeyRing
 from server.clip_model import ClipBackend
+from server.docs import install_docs
 from server.errors import APIError, bounded_body, error_responses, problems
 from server.ledger import Ledger, LedgerLimits, LedgerUnavailableError
 from server.ledger_schema import SchemaError
 from server.metrics import ServerMetrics
 from server.metrics_http import install_metrics
+from server.openapi import describe_msgpack_models
 from server.routes import router
 from server.service import QueryService
 from server.settings import ServerSettings
@@ -85,10 +87,19 @@ def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None 
             upkeep.cancel()
             await _drain_and_close(state)
 
-    app = FastAPI(title="blackvip-sim CLIP service", version=PROTOCOL_VERSION, lifespan=lifespan)
+    # /docs is served from an installed package (server.docs), not FastAPI's CDN page; no ReDoc.
+    app = FastAPI(
+        title="blackvip-sim CLIP service",
+        version=PROTOCOL_VERSION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.blackvip = state
     # The handler of anything unexpected (below) can answer any route.
     app.include_router(router, responses=error_responses(ErrorCode.INTERNAL_ERROR))
+    describe_msgpack_models(app)
+    install_docs(app)
     if state.metrics is not None:
         install_metrics(app, state.metrics)
     _install_error_handlers(app, state)

@@ -18,6 +18,7 @@ from server.http_body import read_body
 from server.idempotency import Charge, Served, body_hash
 from server.inputs import check_images, check_labels, parse_json, parse_msgpack
 from server.ledger import StoredTask
+from server.openapi import msgpack_answer, msgpack_body
 from server.service import QueryService
 from server.state import AppState
 from server.tasks import check_task
@@ -33,8 +34,10 @@ from shared.protocol import (
     HealthResponse,
     InfoResponse,
     LogitsRequest,
+    LogitsResponse,
     LossKind,
     LossRequest,
+    LossResponse,
     Routes,
     ServingInfo,
     TaskRequest,
@@ -234,7 +237,12 @@ def get_task(task_id: str, service: Service, key_id: KeyId) -> TaskResponse:
     )
 
 
-@router.post(Routes.LOGITS, responses=error_responses(*_KEYED, *_BODY, *_CHARGED, *_BATCH))
+@router.post(
+    Routes.LOGITS,
+    response_class=Response,  # the answer is msgpack: no JSON answer is documented
+    openapi_extra=msgpack_body(LogitsRequest),
+    responses={**msgpack_answer(LogitsResponse), **error_responses(*_KEYED, *_BODY, *_CHARGED, *_BATCH)},
+)
 async def logits(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
@@ -246,7 +254,13 @@ async def logits(
 
 
 @router.post(
-    Routes.LOSS, responses=error_responses(*_KEYED, *_BODY, *_CHARGED, *_BATCH, ErrorCode.INVALID_LABELS)
+    Routes.LOSS,
+    response_class=Response,
+    openapi_extra=msgpack_body(LossRequest),
+    responses={
+        **msgpack_answer(LossResponse),
+        **error_responses(*_KEYED, *_BODY, *_CHARGED, *_BATCH, ErrorCode.INVALID_LABELS),
+    },
 )
 async def loss(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.codec import decode_tensor, encode_tensor
+from shared.codec import ACCEPTED_IMAGE_DTYPES, OUTPUT_DTYPE, decode_tensor, encode_tensor
 
 __all__ = [
     "MSGPACK_CONTENT_TYPE",
@@ -146,9 +146,15 @@ class ErrorBody(_Model):
 
 
 class WireTensor(_Model):
-    shape: list[int]
-    dtype: str
-    data: bytes
+    """A tensor as a msgpack map (``shared.codec``): its shape, its dtype's name, its raw buffer."""
+
+    shape: list[int] = Field(description="dimensions, non-negative integers")
+    dtype: str = Field(
+        description=f"images: one of {', '.join(ACCEPTED_IMAGE_DTYPES)}; answers: {OUTPUT_DTYPE}"
+    )
+    data: bytes = Field(
+        description="msgpack bin: the array's little-endian, C-ordered buffer, prod(shape) x itemsize bytes"
+    )
 
     @classmethod
     def from_numpy(cls, array: np.ndarray) -> WireTensor:
@@ -251,24 +257,29 @@ class LossKind(StrEnum):
     FOCAL = "focal"
 
 
+_IMAGES = "(N, 3, S, S) at the image_size S of /v1/info, in [0, 1] (uint8: value/255)"
+
+
 class LogitsRequest(_Model):
-    images: WireTensor  # (N, 3, H, W) in [0, 1]
+    images: WireTensor = Field(description=_IMAGES)
 
 
 class LogitsResponse(_Model):
-    logits: WireTensor  # (N, C) float32
+    logits: WireTensor = Field(description="(N, C) float32: exp(logit_scale) * cosine(image, class)")
 
 
 class LossRequest(_Model):
-    images: WireTensor  # (N, 3, H, W) in [0, 1]
-    labels: list[Annotated[int, Field(ge=0, lt=2**31)]]  # (N,) class indices
+    images: WireTensor = Field(description=_IMAGES)
+    labels: list[Annotated[int, Field(ge=0, lt=2**31)]] = Field(
+        description="(N,) class indices, each below the task's number of classes"
+    )
     loss: LossKind = LossKind.CROSS_ENTROPY
-    focal_gamma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
+    focal_gamma: Annotated[float, Field(ge=0.0, le=10.0, description="gamma of loss=focal")] = 2.0
 
 
 class LossResponse(_Model):
-    losses: WireTensor  # (N,) float32, per image
-    correct: list[bool]  # (N,) argmax of the logits equals the label
+    losses: WireTensor = Field(description="(N,) float32, the loss of each image")
+    correct: list[bool] = Field(description="(N,) whether the argmax of an image's logits is its label")
 
 
 class UsageCounts(_Model):
