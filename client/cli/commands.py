@@ -70,6 +70,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if typing.get_origin(annotation) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(annotation))
+        elif bool in (annotation, *args):  # a bare --flag is true; --flag false still reads as false
+            kwargs.update(nargs="?", const=True)
         elif typing.get_origin(annotation) is list:
             kwargs["nargs"] = "+"
         elif annotation in (int, float, Path):
