@@ -1,5 +1,6 @@
 """Helpers shared by the server and end-to-end tests: settings for the tiny real model, a free
-loopback port, a real server subprocess, random image batches, and a parsed metrics scrape."""
+loopback port, a real server subprocess, random image batches, a parsed metrics scrape, and a run's
+TensorBoard points."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ __all__ = [
     "free_port",
     "make_image_folder",
     "random_images",
+    "read_scalars",
     "tiny_argv",
 ]
 
@@ -84,3 +86,13 @@ class Scrape:
 
     def label_values(self, label: str) -> set[str]:
         return {value for _, labels in self.samples for name, value in labels if name == label}
+
+
+def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar point on disk, per tag in file order. Purging is off: the reader must not
+    hide a step written twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    reader = EventAccumulator(str(folder), size_guidance={"scalars": 0}, purge_orphaned_data=False)
+    reader.Reload()
+    return {tag: [(e.step, e.value) for e in reader.Scalars(tag)] for tag in reader.Tags()["scalars"]}

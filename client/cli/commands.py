@@ -3,6 +3,7 @@
     blackvip train --data ROOT [--dataset PRESET] [--method blackvip|vp-spsa|bar|zeroshot] [--out DIR] ...
     blackvip eval  --data ROOT [--run DIR] [--eval-splits test]
     blackvip plan  --datasets eurosat dtd [--methods ...] [--seeds ...] [--data ROOT] [--price P]
+    blackvip report RUN... [--out DIR]
     blackvip usage | info
 
 Training flags mirror :class:`client.training.config.TrainConfig`; a ``--config FILE`` (TOML) sets any
@@ -25,6 +26,7 @@ from client._exceptions import BlackVIPError, JobInterruptedError
 from client._sdk import BlackVIPClient
 from client.cli.data import add_data_flags
 from client.cli.grid import add_bench_flags, add_plan_flags
+from client.cli.report import add_report_flags, run_report
 from client.training.config import METHODS, NO_FLAG, ConfigError, TrainConfig, build_config, dataset_presets
 from digits import TASK_NAMES
 
@@ -51,6 +53,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "plan", parents=[common], help="steps, queries and cost of a grid, run nothing"
     )
     add_plan_flags(plan, data_required=False)
+    report = commands.add_parser("report", help="finished runs side by side: a table and accuracy curves")
+    add_report_flags(report)
     data = commands.add_parser("data", help="write a synthetic task's image folders (digits, MNIST)")
     add_data_flags(data)
     evaluate = commands.add_parser("eval", parents=[common], help="evaluate zero-shot or a trained run")
@@ -70,6 +74,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if typing.get_origin(annotation) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(annotation))
+        elif bool in (annotation, *args):  # a bare --flag is true; --flag false still reads as false
+            kwargs.update(nargs="?", const=True)
         elif typing.get_origin(annotation) is list:
             kwargs["nargs"] = "+"
         elif annotation in (int, float, Path):
@@ -114,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             logging.getLogger().setLevel(logging.INFO)
             print(f"table: {run_bench(args)}")
+            return 0
+        if args.command == "report":
+            run_report(args)
             return 0
         if args.command == "data":
             from client.cli.data import make_dataset

@@ -101,6 +101,8 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(0, ge=0, **_tags(RESUMABLE))
     # how long to wait for a server that went away
     max_wait_seconds: float = Field(120.0, ge=0, **_tags(RESUMABLE))
+    # TensorBoard scalars in RUN/tensorboard/ (a view of the run's lines, so a resume may switch it on)
+    tensorboard: bool = Field(False, **_tags(RESUMABLE))
 
     def saved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

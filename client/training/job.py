@@ -108,6 +108,8 @@ def start_job(config: TrainConfig, resume: bool, evaluation_only: bool = False) 
     job = Job(config, run, session, inputs, method, state, remote, total_steps)
     if saved is not None:
         _restore(job, saved)
+    else:  # lines left by a job killed before its first checkpoint: this one starts again from step 0
+        run.truncate_after(-1)
     run.write_config({"config": config.saved(), "server": session.info.model_dump(mode="json")})
     return job
 

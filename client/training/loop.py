@@ -29,6 +29,7 @@ from client.training.evaluate import evaluate
 from client.training.job import Job, start_job
 from client.training.objective import RemoteLoss
 from client.training.rundir import RunDir, Spend, Summary
+from client.training.scalars import ScalarLog, open_scalars
 from client.training.zo import StepResult, divergence
 
 __all__ = ["JobResult", "run_evaluation", "run_job", "train_step"]
@@ -47,12 +48,15 @@ class JobResult:
 
 def run_job(config: TrainConfig, resume: bool = False) -> JobResult:
     job = start_job(config, resume)
-    reason = "evaluation only"
-    if job.method.optimizer is not None:
-        reason = _train(job)
-        job.save()
-    losses = [line["loss"] for line in job.run.metric_lines()]
-    summary = _summary(job, reason, losses, _evaluate_all(job))
+    with open_scalars(job.run, config.tensorboard, job.state.elapsed()) as scalars:
+        reason = "evaluation only"
+        if job.method.optimizer is not None:
+            reason = _train(job, scalars)
+            job.save()
+        losses = [line["loss"] for line in job.run.metric_lines()]
+        evaluations = _evaluate_all(job)
+        scalars.evaluations(job.state.step, evaluations)
+    summary = _summary(job, reason, losses, evaluations)
     return _finish(job, summary, job.run.summary)
 
 
@@ -79,7 +83,7 @@ def _finish(job: Job, summary: Summary, path: Path) -> JobResult:
     return JobResult(job.run, summary, path, job.session.train_api.meter, job.session.eval_api.meter)
 
 
-def _train(job: Job) -> str:
+def _train(job: Job, scalars: ScalarLog) -> str:
     """The loop; returns why it stopped."""
     config, optimizer, state = job.config, job.method.optimizer, job.state
     assert optimizer is not None
@@ -87,12 +91,13 @@ def _train(job: Job) -> str:
     bar = tqdm(total=job.total_steps, initial=state.step, desc=config.method, disable=None)
     with job.run.metrics.open("a") as metrics, job.run.evals.open("a") as evals:
         if config.eval_every and state.step == 0:
-            _log_evaluations(job, evals)  # the curve starts at zero images queried
+            _log_evaluations(job, evals, scalars)  # the curve starts at zero images queried
         while (reason := job.stop_reason(per_step)) is None:
             result = train_step(job)
             line = job.metrics_line(result.loss, result.accuracy, result.learning_rate)
             metrics.write(json.dumps(line) + "\n")
             metrics.flush()
+            scalars.step(line)
             bar.update(1)
             bar.set_postfix(
                 loss=f"{result.loss:.3f}",
@@ -103,7 +108,7 @@ def _train(job: Job) -> str:
             if state.step % config.checkpoint_every == 0:
                 job.save()
             if config.eval_every and state.step % config.eval_every == 0:
-                _log_evaluations(job, evals)
+                _log_evaluations(job, evals, scalars)
     bar.close()
     return reason
 
@@ -147,13 +152,15 @@ def _diverged(job: Job, problem: str) -> NoReturn:
     )
 
 
-def _log_evaluations(job: Job, evals: IO[str]) -> None:
+def _log_evaluations(job: Job, evals: IO[str], scalars: ScalarLog) -> None:
     images = job.session.train_api.meter.images
-    for split, result in _evaluate_all(job).items():
+    results = _evaluate_all(job)
+    for split, result in results.items():
         summary = {k: v for k, v in result.items() if k != "per_class_accuracy"}  # that one: summary.json
         line = {"step": job.state.step, "train_images": images, "split": split, **summary}
         evals.write(json.dumps(line) + "\n")
     evals.flush()
+    scalars.evaluations(job.state.step, results)
 
 
 def _evaluate_all(job: Job) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@
       summary.json      the finished run: :class:`Summary`
       evaluation.json   ``blackvip eval --run RUN``: a :class:`Summary` of the evaluation
       job.log           ``blackvip bench``: the output of the job's ``blackvip train`` process(es)
+      tensorboard/      ``--tensorboard``: the points of the files above as TensorBoard scalars
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class RunDir:
     @property
     def evaluation(self) -> Path:
         return self.path / "evaluation.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
 
     @property
     def log(self) -> Path:

@@ -145,7 +145,7 @@ def test_batches_per_epoch_is_the_seeds_drop_last_loader(
 def test_field_tags_derive_every_list_of_names_from_the_class() -> None:
     assert TrainConfig.tagged(RESUMABLE) == {
         "url", "out", "max_wait_seconds", "eval_splits", "eval_batch", "eval_every", "steps", "epochs",
-        "budget_images", "budget_cost", "checkpoint_every", "fewshot_cache", "in_flight",
+        "budget_images", "budget_cost", "checkpoint_every", "fewshot_cache", "in_flight", "tensorboard",
     }  # fmt: skip
     from_evaluation = {"url", "eval_splits", "eval_batch", "data", "subsample_classes"}
     assert TrainConfig.tagged(FROM_EVALUATION) == from_evaluation
