@@ -7,6 +7,7 @@ and their outputs, because a (64, 3, 224, 224) float32 batch is 38.5 MB.
 from __future__ import annotations
 
 import string
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ __all__ = [
     "ErrorDetail",
     "HealthResponse",
     "InfoResponse",
+    "KeyQuota",
     "LogitsRequest",
     "LogitsResponse",
     "LossKind",
@@ -37,7 +39,11 @@ __all__ = [
     "TaskLimits",
     "TaskRequest",
     "TaskResponse",
+    "USAGE_PERIOD_SECONDS",
     "UsageCounts",
+    "UsagePeriod",
+    "UsagePeriodName",
+    "UsagePeriodsResponse",
     "UsageResponse",
     "WireTensor",
     "cost_of",
@@ -45,7 +51,7 @@ __all__ = [
 ]
 
 # Major.minor: a client refuses a server whose major differs.
-PROTOCOL_VERSION = "1.2"
+PROTOCOL_VERSION = "1.3"
 MSGPACK_CONTENT_TYPE = "application/msgpack"
 # An idempotency key, scoped to the API key: a retry with the same id and body replays the stored
 # answer (no model call, no second charge); the same id with another body is refused.
@@ -64,6 +70,7 @@ class Routes:
     LOGITS = "/v1/tasks/{task_id}/logits"
     LOSS = "/v1/tasks/{task_id}/loss"
     USAGE = "/v1/usage"
+    USAGE_PERIODS = "/v1/usage/periods"
 
 
 class Endpoint(StrEnum):
@@ -96,6 +103,7 @@ class ErrorCode(StrEnum):
     TOO_MANY_IMAGES = "too_many_images"
     BODY_TOO_LARGE = "body_too_large"
     QUOTA_EXCEEDED = "quota_exceeded"
+    RATE_LIMITED = "rate_limited"
     TASK_LIMIT_REACHED = "task_limit_reached"
     REQUEST_IN_PROGRESS = "request_in_progress"
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
@@ -123,6 +131,7 @@ ERROR_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_IMAGES: 413,
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.QUOTA_EXCEEDED: 429,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.TASK_LIMIT_REACHED: 429,
     ErrorCode.REQUEST_IN_PROGRESS: 409,
     ErrorCode.REPLAY_EXPIRED: 410,
@@ -291,6 +300,16 @@ class UsageCounts(_Model):
     cost: float = 0.0
 
 
+class KeyQuota(_Model):
+    """A key's limits and what is left of them; None: no limit."""
+
+    images: int | None = None
+    cost: float | None = None
+    images_left: int | None = None
+    cost_left: float | None = None
+    rate_per_s: float | None = None  # requests per second (token bucket)
+
+
 class UsageResponse(_Model):
     key_id: str
     total: UsageCounts
@@ -298,3 +317,26 @@ class UsageResponse(_Model):
     rejected_requests: int
     rejected_by_status: dict[str, int]
     price_per_1k_images: float
+    quota: KeyQuota | None = None  # absent from servers older than protocol 1.3
+
+
+# Periods are aligned to UTC: an hour starts at :00, a day at 00:00 UTC.
+UsagePeriodName = Literal["hour", "day"]
+USAGE_PERIOD_SECONDS: dict[str, int] = {"hour": 3600, "day": 86_400}
+
+
+class UsagePeriod(_Model):
+    start: datetime  # UTC
+    requests: int
+    images: int
+    cost: float
+
+
+class UsagePeriodsResponse(_Model):
+    """A key's charged calls per period, oldest first; periods without a charged call are left out."""
+
+    key_id: str
+    by: UsagePeriodName
+    since: datetime | None
+    until: datetime | None
+    periods: list[UsagePeriod]
