@@ -198,8 +198,8 @@ def task_limit_error(exc: TaskLimitError) -> APIError:
 
 
 def quota_error(exc: QuotaExceededError) -> APIError:
-    return APIError(
-        ErrorCode.QUOTA_EXCEEDED,
-        str(exc),
-        {"quota_images": exc.quota, "used": exc.used, "requested": exc.requested},
-    )
+    if exc.kind == "images":
+        detail = {"quota_images": exc.quota, "used": exc.used, "requested": exc.requested}
+    else:
+        detail = {"quota_cost": exc.quota, "used_cost": exc.used, "requested_cost": exc.requested}
+    return APIError(ErrorCode.QUOTA_EXCEEDED, str(exc), detail)

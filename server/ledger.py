@@ -16,12 +16,16 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from server.group_commit import CommitObserver, GroupCommit
+from server.ledger_keys import SqliteKeyStore
+from server.ledger_quota import QuotaExceededError, QuotaState, quota_state
+from server.ledger_reports import SqliteReports
 from server.ledger_schema import migrate
 from shared.protocol import Endpoint
 
@@ -33,6 +37,7 @@ __all__ = [
     "LedgerUnavailableError",
     "QueryRecord",
     "QuotaExceededError",
+    "QuotaState",
     "Remembered",
     "StoredTask",
     "TaskLimitError",
@@ -40,6 +45,7 @@ __all__ = [
 
 _COUNT_COLUMNS = ("requests", "images", "batch_passes", "bytes", "texts", "cost")
 RejectionKey = tuple[str, str, int, str]  # (key id or "unauthenticated", route template, status, code)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,12 +98,6 @@ class LedgerUnavailableError(RuntimeError):
     """The ledger cannot commit (disk full, read-only, locked, closed)."""
 
 
-class QuotaExceededError(Exception):
-    def __init__(self, used: int, quota: int, requested: int) -> None:
-        super().__init__(f"image quota exhausted: {used} of {quota} used, this batch has {requested}")
-        self.used, self.quota, self.requested = used, quota, requested
-
-
 class TaskLimitError(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"this key already has {limit} tasks, the most this server keeps per key")
@@ -112,7 +112,10 @@ class Ledger:
     """Thread-safe: one writing connection behind one lock, every charge its own unit (concurrent
     charges may share a transaction); reads on a second connection behind their own lock, so a
     request's reads (its task, its request id) never wait for another request's commit and fsync:
-    with WAL a reader sees every transaction committed before it began."""
+    with WAL a reader sees every transaction committed before it began.
+
+    ``keys`` and ``reports`` are this backend's ``KeyStore`` and ``UsageReports``
+    (``server.ledger_interface``)."""
 
     def __init__(
         self, path: Path, limits: LedgerLimits | None = None, on_commit: CommitObserver | None = None
@@ -137,6 +140,8 @@ class Ledger:
         self._group = GroupCommit(
             self._transaction, (QuotaExceededError, TaskLimitError, DuplicateRequestError), on_commit
         )
+        self.keys = SqliteKeyStore(self._transaction, self._read)
+        self.reports = SqliteReports(self._read)
 
     def close(self) -> None:
         with self._lock, self._read_lock:
@@ -174,11 +179,14 @@ class Ledger:
             pass  # no transaction left to roll back
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self._reading(lambda db: db.execute(sql, params).fetchall())
+
+    def _reading(self, read: Callable[[sqlite3.Connection], T]) -> T:
         with self._read_lock:
             if self._closed:
                 raise LedgerUnavailableError("the ledger is closed (the server is shutting down)")
             try:
-                return self._reader.execute(sql, params).fetchall()
+                return read(self._reader)
             except sqlite3.Error as exc:
                 raise LedgerUnavailableError(f"cannot read the ledger: {exc}") from exc
 
@@ -232,13 +240,11 @@ class Ledger:
         )
 
     def _check_quota(self, db: sqlite3.Connection, record: QueryRecord) -> None:
-        quota = self.limits.quota_images
-        if quota is None or record.images == 0:
+        if record.images == 0 and record.cost == 0:
             return
-        row = db.execute("SELECT images FROM key_usage WHERE key_id = ?", (record.key_id,)).fetchone()
-        used = int(row[0]) if row else 0
-        if used + record.images > quota:
-            raise QuotaExceededError(used, quota, record.images)
+        refusal = quota_state(db, record.key_id, self.limits.quota_images).refusal(record.images, record.cost)
+        if refusal is not None:
+            raise refusal
 
     def _insert_task(self, db: sqlite3.Connection, task: StoredTask, now: float) -> None:
         if db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone():
@@ -350,6 +356,10 @@ class Ledger:
             db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('heartbeat', ?)", (time.time(),))
 
     # -- reads -----------------------------------------------------------------------------------
+
+    def quota(self, key_id: str) -> QuotaState:
+        """The key's quotas and totals as last committed (the charge checks them again, atomically)."""
+        return self._reading(lambda db: quota_state(db, key_id, self.limits.quota_images))
 
     def images_used(self, key_id: str) -> int:
         rows = self._read("SELECT images FROM key_usage WHERE key_id = ?", (key_id,))

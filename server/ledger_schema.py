@@ -4,7 +4,8 @@ when the file was written by newer code than this.
 The version lives in SQLite's ``PRAGMA user_version``. Version 1 (the first release) kept every
 rejected request as a row and made ``request_id`` unique across all keys; version 2 scopes request ids
 to the API key (the ``idempotency`` table), keeps per-key totals for atomic quota checks, and keeps
-rejections as counters.
+rejections as counters; version 3 adds the managed API keys (hashes, labels, per-key limits) and an
+index on the queries' time for exports and per-period usage.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sqlite3
 
 __all__ = ["SCHEMA_VERSION", "SchemaError", "migrate"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaError(RuntimeError):
@@ -86,6 +87,23 @@ INSERT INTO rejection_counts (key_id, route, status, code, count)
 DROP TABLE rejections;
 """
 
+# Version 3: keys made by `blackvip-server keys create`, kept as SHA-256 hashes; a revoked key keeps its
+# row (its id stays in the usage history, and its hash is answered "revoked", not "unknown").
+_V3_TABLES = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    label TEXT NOT NULL,
+    created REAL NOT NULL,
+    revoked REAL,
+    quota_images INTEGER,
+    quota_cost REAL,
+    rate_per_s REAL
+);
+CREATE INDEX IF NOT EXISTS queries_by_time ON queries (ts);
+CREATE INDEX IF NOT EXISTS queries_by_key_time ON queries (key_id, ts);
+"""
+
 _TOTALS = """
 INSERT OR REPLACE INTO key_usage (key_id, requests, images, cost)
     SELECT key_id, COUNT(*), SUM(images), SUM(cost) FROM queries GROUP BY key_id;
@@ -102,11 +120,15 @@ def migrate(db: sqlite3.Connection) -> None:
         )
     if version == SCHEMA_VERSION:
         return
-    has_v1 = version == 0 and _table_exists(db, "rejections")
-    script = _FROM_V1.format(tables=_V2_TABLES) if has_v1 else _V2_TABLES
+    if version < 2:
+        has_v1 = version == 0 and _table_exists(db, "rejections")
+        script = (_FROM_V1.format(tables=_V2_TABLES) if has_v1 else _V2_TABLES) + _TOTALS
+    else:
+        script = ""
+    script += _V3_TABLES
     db.execute("BEGIN IMMEDIATE")
     try:
-        for statement in (script + _TOTALS).split(";"):
+        for statement in script.split(";"):
             if statement.strip():
                 db.execute(statement)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -16,12 +16,12 @@ from server.clip_model import ClipBackend, per_image_loss
 from server.errors import APIError, echo
 from server.forward_shapes import forward_shapes
 from server.idempotency import Idempotency, Work, quota_error, task_limit_error
-from server.ledger import Answer, Ledger, QuotaExceededError, StoredTask, TaskLimitError
+from server.ledger import Answer, Ledger, StoredTask, TaskLimitError
 from server.metrics import ServerMetrics
 from server.settings import ServerSettings
 from server.tasks import TextFeatureCache
 from shared.codec import OUTPUT_DTYPE, pack
-from shared.protocol import MSGPACK_CONTENT_TYPE, ErrorCode, TaskRequest, TaskResponse
+from shared.protocol import MSGPACK_CONTENT_TYPE, ErrorCode, TaskRequest, TaskResponse, cost_of
 
 __all__ = ["QueryService", "wire_view"]
 
@@ -102,11 +102,11 @@ class QueryService:
         return Work(Answer(answer, MSGPACK_CONTENT_TYPE), task.task_id, len(images), passes)
 
     def _forward(self, task: StoredTask, images: np.ndarray, key_id: str) -> tuple[np.ndarray, int]:
-        quota = self.settings.quota_images
-        if quota is not None:  # cheap early refusal; the charge re-checks inside its transaction
-            used = self.ledger.images_used(key_id)
-            if used + len(images) > quota:
-                raise quota_error(QuotaExceededError(used, quota, len(images)))
+        # A cheap early refusal, before any forward; the charge checks again inside its transaction.
+        cost = cost_of(len(images), self.settings.price_per_1k_images)
+        refusal = self.ledger.quota(key_id).refusal(len(images), cost)
+        if refusal is not None:
+            raise quota_error(refusal)
         features, _ = self.features.get(
             task.task_id, lambda: self.backend.encode_texts(task.class_names, task.templates)
         )

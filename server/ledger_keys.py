@@ -1,0 +1,82 @@
+"""The SQLite ledger's ``api_keys`` table: the ``KeyStore`` of ``server.ledger_interface``, and the
+read of one key's limits that a charge makes inside its own transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import astuple
+
+from server.ledger_interface import KeyExistsError, KeyLimits, KeyTotals, ManagedKey, UnknownKeyError
+
+__all__ = ["SqliteKeyStore", "limits_in"]
+
+Transaction = Callable[[], AbstractContextManager[sqlite3.Connection]]
+Read = Callable[[str, tuple], list[tuple]]
+
+_COLUMNS = "key_id, key_hash, label, created, revoked, quota_images, quota_cost, rate_per_s"
+
+
+def _key(row: tuple) -> ManagedKey:
+    key_id, key_hash, label, created, revoked, quota_images, quota_cost, rate = row
+    return ManagedKey(key_id, key_hash, label, created, revoked, KeyLimits(quota_images, quota_cost, rate))
+
+
+def limits_in(db: sqlite3.Connection, key_id: str) -> KeyLimits | None:
+    """The key's own limits, read on ``db`` (inside the caller's transaction); None for a key that is
+    not in the table (a key from --api-keys or --keys-file)."""
+    row = db.execute(
+        "SELECT quota_images, quota_cost, rate_per_s FROM api_keys WHERE key_id = ?", (key_id,)
+    ).fetchone()
+    return KeyLimits(*row) if row else None
+
+
+class SqliteKeyStore:
+    """Writes go through the ledger's writing transaction, reads through its reading connection."""
+
+    def __init__(self, transaction: Transaction, read: Read) -> None:
+        self._transaction, self._read = transaction, read
+
+    def create(self, key: ManagedKey) -> None:
+        with self._transaction() as db:
+            # checked first: a constraint failure inside the transaction would read as a broken ledger
+            taken = db.execute(
+                "SELECT key_id FROM api_keys WHERE key_id = ? OR key_hash = ?", (key.key_id, key.key_hash)
+            ).fetchone()
+            if taken:
+                raise KeyExistsError(f"a key with id {key.key_id} or the same hash exists ({taken[0]})")
+            db.execute(
+                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key.key_id, key.key_hash, key.label, key.created, key.revoked, *astuple(key.limits)),
+            )
+
+    def load(self) -> list[ManagedKey]:
+        return [_key(row) for row in self._read(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created", ())]
+
+    def get(self, key_id: str) -> ManagedKey:
+        rows = self._read(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))
+        if not rows:
+            raise UnknownKeyError(key_id)
+        return _key(rows[0])
+
+    def revoke(self, key_id: str, when: float) -> ManagedKey:
+        self._update(key_id, "UPDATE api_keys SET revoked = COALESCE(revoked, ?) WHERE key_id = ?", (when,))
+        return self.get(key_id)
+
+    def set_limits(self, key_id: str, limits: KeyLimits) -> ManagedKey:
+        self._update(
+            key_id,
+            "UPDATE api_keys SET quota_images = ?, quota_cost = ?, rate_per_s = ? WHERE key_id = ?",
+            astuple(limits),
+        )
+        return self.get(key_id)
+
+    def totals(self) -> dict[str, KeyTotals]:
+        rows = self._read("SELECT key_id, requests, images, cost FROM key_usage", ())
+        return {key_id: KeyTotals(requests, images, cost) for key_id, requests, images, cost in rows}
+
+    def _update(self, key_id: str, sql: str, values: tuple) -> None:
+        with self._transaction() as db:
+            if db.execute(sql, (*values, key_id)).rowcount != 1:
+                raise UnknownKeyError(key_id)
