@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.auth import KeyRing
+from server.auth import KeyRing, keep_keys_fresh
 from server.clip_model import ClipBackend
 from server.docs import install_docs
 from server.errors import APIError, bounded_body, error_responses, problems
@@ -66,7 +67,8 @@ def ledger_limits(settings: ServerSettings) -> LedgerLimits:
 
 def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
     """``on_fatal`` is called with a message if the model or the ledger cannot be opened."""
-    state = AppState(settings=settings, keyring=KeyRing(settings.api_key_hashes), on_fatal=on_fatal)
+    keyring = KeyRing(settings.api_key_hashes, require_keys=settings.ledger_keys)
+    state = AppState(settings=settings, keyring=keyring, on_fatal=on_fatal)
     if settings.metrics:
         state.metrics = ServerMetrics(queue_depth=lambda: _queued_images(state))
 
@@ -75,16 +77,21 @@ def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None 
         on_commit = state.metrics.ledger_commit if state.metrics is not None else None
         try:
             state.ledger = Ledger(settings.ledger, ledger_limits(settings), on_commit)
+            keyring.refresh(state.ledger.keys.load())
         except (SchemaError, LedgerUnavailableError, OSError) as exc:
             _fatal(state, f"cannot open the ledger {settings.ledger}: {exc}")
             raise
+        if not keyring.auth_required:
+            log.warning("no API keys configured: the API is open and all usage is charged to 'anonymous'")
         loader = asyncio.create_task(_load_model(state))
         upkeep = asyncio.create_task(_keep_ledger(state))
+        keys = asyncio.create_task(keep_keys_fresh(keyring, state.ledger.keys, settings.keys_refresh_s))
         try:
             yield
         finally:
             loader.cancel()
             upkeep.cancel()
+            keys.cancel()
             await _drain_and_close(state)
 
     # /docs is served from an installed package (server.docs), not FastAPI's CDN page; no ReDoc.
@@ -103,8 +110,6 @@ def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None 
     if state.metrics is not None:
         install_metrics(app, state.metrics)
     _install_error_handlers(app, state)
-    if not state.keyring.auth_required:
-        log.warning("no API keys configured: the API is open and all usage is charged to 'anonymous'")
     return app
 
 
@@ -175,7 +180,8 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
         state.rejections.add(key_id, getattr(route, "path", None), exc.status, exc.code.value)
         if state.metrics is not None:
             state.metrics.rejected_request(exc.code)
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+        # whole seconds, rounded up: a client that waits that long finds what it waits for
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if exc.retry_after else None
         body = bounded_body(exc.code, exc.message, exc.detail)
         return JSONResponse(body, status_code=exc.status, headers=headers)
 

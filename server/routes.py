@@ -5,6 +5,7 @@ the error codes its steps can answer with (``error_responses``); the app adds it
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
 from typing import Annotated, TypeVar
 
@@ -17,12 +18,13 @@ from server.errors import APIError, error_responses
 from server.http_body import read_body
 from server.idempotency import Charge, Served, body_hash
 from server.inputs import check_images, check_labels, parse_json, parse_msgpack
-from server.ledger import StoredTask
+from server.ledger import Ledger, StoredTask
 from server.openapi import msgpack_answer, msgpack_body
+from server.rate_limit import rate_limited
 from server.service import QueryService
 from server.state import AppState
 from server.tasks import check_task
-from server.usage import usage_from_ledger
+from server.usage import usage_by_period, usage_from_ledger
 from shared.codec import ACCEPTED_IMAGE_DTYPES, OUTPUT_DTYPE
 from shared.protocol import (
     MSGPACK_CONTENT_TYPE,
@@ -42,6 +44,8 @@ from shared.protocol import (
     ServingInfo,
     TaskRequest,
     TaskResponse,
+    UsagePeriodName,
+    UsagePeriodsResponse,
     UsageResponse,
 )
 
@@ -52,7 +56,7 @@ BatchRequest = TypeVar("BatchRequest", LogitsRequest, LossRequest)
 router = APIRouter()
 
 # What each step can answer with. Keyed: authenticate (FastAPI validates its header), ready_service.
-_KEYED = (ErrorCode.UNAUTHORIZED, ErrorCode.VALIDATION_ERROR, ErrorCode.NOT_READY)
+_KEYED = (ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED, ErrorCode.VALIDATION_ERROR, ErrorCode.NOT_READY)
 _LEDGER = (ErrorCode.LEDGER_UNAVAILABLE,)  # any read or write of the ledger
 _BODY = (  # read_body, then parse_json / parse_msgpack
     ErrorCode.UNSUPPORTED_MEDIA_TYPE,
@@ -88,9 +92,13 @@ State = Annotated[AppState, Depends(get_state)]
 def authenticate(
     request: Request, state: State, authorization: Annotated[str | None, Header()] = None
 ) -> str:
-    key_id = state.keyring.identify(authorization)
-    request.state.key_id = key_id  # lets the error handler count rejections for the right key
-    return key_id
+    identity = state.keyring.identify(authorization)
+    request.state.key_id = identity.key_id  # lets the error handler count rejections for the right key
+    if identity.rate_per_s is not None:  # before the body is read: a refused request costs nothing
+        wait_s = state.limiter.take(identity.key_id, identity.rate_per_s)
+        if wait_s > 0:
+            raise rate_limited(identity.rate_per_s, wait_s)
+    return identity.key_id
 
 
 KeyId = Annotated[str, Depends(authenticate)]
@@ -273,10 +281,30 @@ async def loss(
     return served_response(served)
 
 
-@router.get(Routes.USAGE, responses=error_responses(*_KEYED, *_LEDGER))
-async def usage(state: State, key_id: KeyId) -> UsageResponse:
+def open_ledger(state: State) -> Ledger:
     if state.ledger is None:
         raise APIError(ErrorCode.NOT_READY, "the ledger is not open yet", retry_after=2.0)
+    return state.ledger
+
+
+OpenLedger = Annotated[Ledger, Depends(open_ledger)]
+
+
+@router.get(Routes.USAGE, responses=error_responses(*_KEYED, *_LEDGER))
+async def usage(state: State, key_id: KeyId, ledger: OpenLedger) -> UsageResponse:
     return await run_in_threadpool(
-        usage_from_ledger, state.ledger, state.rejections, key_id, state.settings.price_per_1k_images
+        usage_from_ledger, ledger, state.rejections, key_id, state.settings.price_per_1k_images
     )
+
+
+@router.get(Routes.USAGE_PERIODS, responses=error_responses(*_KEYED, *_LEDGER))
+async def usage_periods(
+    key_id: KeyId,
+    ledger: OpenLedger,
+    by: UsagePeriodName = "day",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> UsagePeriodsResponse:
+    """This key's charged requests, images and cost per UTC hour or day, in ``[since, until)``
+    (ISO 8601; a time without a zone is UTC)."""
+    return await run_in_threadpool(usage_by_period, ledger, key_id, by, since, until)

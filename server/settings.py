@@ -41,6 +41,8 @@ class ServerSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     ledger: Path = Path("blackvip-ledger.sqlite3")
     api_key_hashes: frozenset[str] = frozenset()
+    ledger_keys: bool = False  # keys are required even before the ledger's keys table holds one
+    keys_refresh_s: float = Field(2.0, gt=0.0)  # how often the ledger's keys table is re-read
     max_batch_images: int = Field(2048, ge=1)  # the byte limit binds first for large images
     max_request_bytes: int = Field(64 * 2**20, ge=1024)
     max_task_bytes: int = Field(2**20, ge=1024)
@@ -79,10 +81,12 @@ class ServerSettings(BaseModel):
     @model_validator(mode="after")
     def _open_only_on_loopback(self) -> ServerSettings:
         reachable_at = self.published_on or self.host
-        if not self.api_key_hashes and not self.allow_open and not is_loopback(reachable_at):
+        keyed = self.api_key_hashes or self.ledger_keys
+        if not keyed and not self.allow_open and not is_loopback(reachable_at):
             raise SettingsError(
                 f"refusing to serve on {reachable_at} with no API keys: anyone who can reach it could "
-                "spend its compute. Set --api-keys/--keys-file (BLACKVIP_API_KEYS), bind 127.0.0.1, "
+                "spend its compute. Set --api-keys/--keys-file (BLACKVIP_API_KEYS), or --ledger-keys to "
+                "take the keys made by 'blackvip-server keys create', bind 127.0.0.1, "
                 "or pass --allow-open (BLACKVIP_ALLOW_OPEN=1) to serve an open API on purpose"
             )
         return self
@@ -207,6 +211,9 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--ledger", "SQLite file that counts every query", type=Path)
     add("--api-keys", "comma-separated API keys", default="")
     add("--keys-file", "file with one API key per line", type=Path)
+    add("--ledger-keys", "require keys even while the ledger holds none ('blackvip-server keys create')",
+        action="store_true")  # fmt: skip
+    add("--keys-refresh-s", "how often the ledger's keys are re-read (created/revoked keys)", type=float)
     add("--max-batch-images", "most images in one request", type=int)
     add("--max-request-bytes", "largest request body accepted", type=int)
     add("--max-task-bytes", "largest task registration body", type=int)

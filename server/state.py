@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from server.auth import KeyRing
 from server.ledger import Ledger
 from server.metrics import ServerMetrics
+from server.rate_limit import RateLimiter
 from server.rejections import RejectionCounter
 from server.service import QueryService
 from server.settings import ServerSettings
@@ -26,3 +27,4 @@ class AppState:
     load_error: str | None = None
     rejections: RejectionCounter = field(default_factory=RejectionCounter)
     metrics: ServerMetrics | None = None  # None with --no-metrics
+    limiter: RateLimiter = field(default_factory=RateLimiter)

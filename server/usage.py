@@ -1,12 +1,25 @@
-"""A key's usage report: its charged calls by endpoint and in total, and its refused requests."""
+"""A key's usage reports: its charged calls by endpoint and in total, its refused requests and what is
+left of its quotas (``/v1/usage``), and its charged calls per hour or day (``/v1/usage/periods``)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from server.errors import APIError
 from server.ledger import Ledger
 from server.rejections import RejectionCounter
-from shared.protocol import UsageCounts, UsageResponse
+from shared.protocol import (
+    USAGE_PERIOD_SECONDS,
+    ErrorCode,
+    KeyQuota,
+    UsageCounts,
+    UsagePeriod,
+    UsagePeriodName,
+    UsagePeriodsResponse,
+    UsageResponse,
+)
 
-__all__ = ["usage_from_ledger"]
+__all__ = ["as_utc", "usage_by_period", "usage_from_ledger"]
 
 
 def usage_from_ledger(
@@ -20,6 +33,7 @@ def usage_from_ledger(
         }
     )
     rejected = rejections.by_status(ledger, key_id)
+    quota = ledger.quota(key_id)
     return UsageResponse(
         key_id=key_id,
         total=total,
@@ -27,4 +41,44 @@ def usage_from_ledger(
         rejected_requests=sum(rejected.values()),
         rejected_by_status=rejected,
         price_per_1k_images=price_per_1k_images,
+        quota=KeyQuota(
+            images=quota.quota_images,
+            cost=quota.quota_cost,
+            images_left=quota.images_left,
+            cost_left=quota.cost_left,
+            rate_per_s=quota.rate_per_s,
+        ),
     )
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a time without a zone is taken to be UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def usage_by_period(
+    ledger: Ledger, key_id: str, by: UsagePeriodName, since: datetime | None, until: datetime | None
+) -> UsagePeriodsResponse:
+    since = as_utc(since) if since is not None else None
+    until = as_utc(until) if until is not None else None
+    if since is not None and until is not None and since >= until:
+        raise APIError(
+            ErrorCode.VALIDATION_ERROR,
+            f"since ({since.isoformat()}) must be before until ({until.isoformat()})",
+        )
+    sums = ledger.reports.by_period(
+        key_id,
+        USAGE_PERIOD_SECONDS[by],
+        since.timestamp() if since else None,
+        until.timestamp() if until else None,
+    )
+    periods = [
+        UsagePeriod(
+            start=datetime.fromtimestamp(row.start, UTC),
+            requests=row.requests,
+            images=row.images,
+            cost=row.cost,
+        )
+        for row in sums
+    ]
+    return UsagePeriodsResponse(key_id=key_id, by=by, since=since, until=until, periods=periods)
