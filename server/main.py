@@ -1,4 +1,5 @@
-"""``blackvip-server``: parse settings, configure logging, run uvicorn on the app factory."""
+"""``blackvip-server``: parse settings, configure logging, run uvicorn on the app factory; or, with a
+first argument ``keys`` or ``ledger``, run an admin command on the ledger (``server.admin``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import cast
 
 import uvicorn
 
+from server.admin import ADMIN_COMMANDS, admin_main
 from server.app import create_app
 from server.settings import SettingsError, parse_args
 
@@ -18,6 +20,9 @@ log = logging.getLogger("server")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ADMIN_COMMANDS:
+        return admin_main(argv)
     try:
         settings = parse_args(argv)
     except SettingsError as exc:
