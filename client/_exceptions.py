@@ -16,9 +16,14 @@ BlackVIPError
     ├── PayloadTooLargeError         413
     ├── UnsupportedMediaTypeError    415
     ├── InvalidInputError            422
-    ├── QuotaExceededError           429
+    ├── QuotaExceededError           429 quota_exceeded (never retried), task_limit_reached
+    ├── RateLimitedError             429 rate_limited, after waiting out Retry-After within the retries
     ├── ServerUnavailableError       503, after retries
     └── ServerError                  any other 5xx
+
+An error answer is classed by its code where the code is one of ours with that status (two codes share
+429), else by its status alone, so an answer without our error body (a proxy's 502) still gets a class.
+``retry_after`` holds the answer's ``Retry-After`` in seconds, when it had one.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "PayloadTooLargeError",
     "ProtocolError",
     "QuotaExceededError",
+    "RateLimitedError",
     "ReplayExpiredError",
     "RequestInProgressError",
     "ServerError",
@@ -85,12 +91,20 @@ class EncoderLoadError(BlackVIPError, RuntimeError):
 
 
 class APIStatusError(BlackVIPError):
-    def __init__(self, status: int, code: str, message: str, detail: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        detail: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.detail = detail
+        self.retry_after = retry_after
 
 
 class BadRequestError(APIStatusError):
@@ -129,6 +143,10 @@ class QuotaExceededError(APIStatusError):
     pass
 
 
+class RateLimitedError(APIStatusError):
+    pass
+
+
 class ServerUnavailableError(APIStatusError):
     pass
 
@@ -138,8 +156,7 @@ class ServerError(APIStatusError):
 
 
 # Each class by one error code it stands for; the status comes from the one table of the protocol.
-# Errors are classed by status, not code, so an answer without our error body (a proxy's 502, a body
-# of another shape) still gets its class.
+# The first code listed for a status gives the class of an answer with that status and no code of ours.
 _CLASS_FOR_CODE: dict[ErrorCode, type[APIStatusError]] = {
     ErrorCode.MALFORMED_BODY: BadRequestError,
     ErrorCode.UNAUTHORIZED: AuthenticationError,
@@ -151,12 +168,20 @@ _CLASS_FOR_CODE: dict[ErrorCode, type[APIStatusError]] = {
     ErrorCode.VALIDATION_ERROR: InvalidInputError,
     ErrorCode.QUOTA_EXCEEDED: QuotaExceededError,
     ErrorCode.NOT_READY: ServerUnavailableError,
+    ErrorCode.RATE_LIMITED: RateLimitedError,
 }
-_BY_STATUS = {ERROR_STATUS[code]: cls for code, cls in _CLASS_FOR_CODE.items()}
+_BY_STATUS = {ERROR_STATUS[code]: cls for code, cls in reversed(_CLASS_FOR_CODE.items())}  # first wins
+_BY_CODE = {code.value: cls for code, cls in _CLASS_FOR_CODE.items()}
 
 
 def error_for_status(
-    status: int, code: str, message: str, detail: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    message: str,
+    detail: dict[str, Any] | None = None,
+    retry_after: float | None = None,
 ) -> APIStatusError:
-    cls = _BY_STATUS.get(status, ServerError if status >= 500 else APIStatusError)
-    return cls(status, code, message, detail)
+    cls = _BY_CODE.get(code)
+    if cls is None or ERROR_STATUS[ErrorCode(code)] != status:
+        cls = _BY_STATUS.get(status, ServerError if status >= 500 else APIStatusError)
+    return cls(status, code, message, detail, retry_after)

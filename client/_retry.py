@@ -1,4 +1,6 @@
-"""Backoff for the failures worth retrying: no connection, and 503 (loading or restarting)."""
+"""Backoff for the failures worth retrying: no connection, 503 (loading or restarting), 409 (the same
+request id still being answered) and 429 ``rate_limited`` (which waits the server's ``Retry-After``
+instead of the backoff). ``quota_exceeded`` is never retried: waiting does not bring quota back."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ class RetryPolicy:
     base_delay: float = 0.25  # seconds before the second attempt; doubles each time
     max_delay: float = 8.0
     jitter: float = 0.1  # fraction of each delay drawn at random, so sweeps do not retry in step
+    max_retry_after: float = 60.0  # a rate limit's Retry-After longer than this is raised, not waited out
 
     def delays(self) -> Iterator[float]:
         """The pauses between attempts: ``max_attempts - 1`` of them."""

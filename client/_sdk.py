@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -21,6 +22,7 @@ from client._exceptions import (
     APIStatusError,
     InvalidRequestError,
     ProtocolError,
+    RateLimitedError,
     RequestInProgressError,
     ServerUnavailableError,
     TransportError,
@@ -45,6 +47,8 @@ from shared.protocol import (
     Routes,
     TaskRequest,
     TaskResponse,
+    UsagePeriodName,
+    UsagePeriodsResponse,
     UsageResponse,
     WireTensor,
 )
@@ -54,6 +58,9 @@ __all__ = ["BlackVIPClient", "LossResult"]
 RequestModel = TypeVar("RequestModel", TaskRequest, LogitsRequest, LossRequest)
 
 log = logging.getLogger(__name__)
+
+# Worth another attempt under the same request id; anything else is raised at once.
+_RETRIED = (ServerUnavailableError, RequestInProgressError, RateLimitedError)
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,14 @@ class BlackVIPClient:
     def usage(self) -> UsageResponse:
         return _parse_json(self._send("GET", Routes.USAGE), UsageResponse)
 
+    def usage_by_period(
+        self, by: UsagePeriodName = "day", since: datetime | None = None, until: datetime | None = None
+    ) -> UsagePeriodsResponse:
+        """This key's charged requests, images and cost per UTC hour or day in ``[since, until)``."""
+        params: dict[str, str] = {"by": by}
+        params.update({name: t.isoformat() for name, t in (("since", since), ("until", until)) if t})
+        return _parse_json(self._send("GET", Routes.USAGE_PERIODS, params=params), UsagePeriodsResponse)
+
     def _charged(
         self, endpoint: Endpoint, path: str, body: bytes, content_type: str, images: int
     ) -> httpx.Response:
@@ -164,9 +179,10 @@ class BlackVIPClient:
         return response
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One logical call: retried on connection errors, 503, and 409 (its request id still being
-        answered, e.g. after a timeout); raised on any other error. A charged call keeps one request
-        id across its retries, so the server replays an answer it already charged."""
+        """One logical call: retried on connection errors, 503, 409 (its request id still being
+        answered, e.g. after a timeout) and 429 rate_limited (after its Retry-After); raised on any
+        other error. A charged call keeps one request id across its retries, so the server replays an
+        answer it already charged."""
         delays = self.retry.delays()
         while True:
             try:
@@ -177,11 +193,15 @@ class BlackVIPClient:
                 if response.status_code < 400:
                     return response
                 failure = _error_from(response)
-                if not isinstance(failure, ServerUnavailableError | RequestInProgressError):
+                if not isinstance(failure, _RETRIED):
                     raise failure
             delay = next(delays, None)
             if delay is None:
                 raise failure
+            if isinstance(failure, RateLimitedError) and failure.retry_after is not None:
+                if failure.retry_after > self.retry.max_retry_after:
+                    raise failure
+                delay = failure.retry_after  # the server knows when the key's next token is there
             log.warning("%s; retrying in %.2f s", failure, delay)
             time.sleep(delay)
 
@@ -196,12 +216,23 @@ def _build(model: type[RequestModel], **fields: Any) -> RequestModel:
 
 
 def _error_from(response: httpx.Response) -> APIStatusError:
+    retry_after = _seconds(response.headers.get("Retry-After"))
     try:
         error = ErrorBody.model_validate_json(response.content).error
     except ValidationError:
         text = response.text[:200]
-        return error_for_status(response.status_code, "unknown", f"unexpected error body: {text!r}")
-    return error_for_status(response.status_code, error.code.value, error.message, error.detail)
+        message = f"unexpected error body: {text!r}"
+        return error_for_status(response.status_code, "unknown", message, retry_after=retry_after)
+    return error_for_status(response.status_code, error.code.value, error.message, error.detail, retry_after)
+
+
+def _seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` in seconds; its HTTP-date form (never sent by this server) counts as absent."""
+    try:
+        seconds = float(header) if header is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
 
 
 def _parse_json(response: httpx.Response, model: type[BaseModel]) -> Any:

@@ -4,7 +4,7 @@
     blackvip eval  --data ROOT [--run DIR] [--eval-splits test]
     blackvip plan  --datasets eurosat dtd [--methods ...] [--seeds ...] [--data ROOT] [--price P]
     blackvip report RUN... [--out DIR]
-    blackvip usage | info
+    blackvip usage [--by hour|day [--since ISO] [--until ISO] [--json]] | info
 
 Training flags mirror :class:`client.training.config.TrainConfig`; a ``--config FILE`` (TOML) sets any
 of them, flags win. Server address and key: ``--url``/``--api-key`` or ``BLACKVIP_URL``/``BLACKVIP_API_KEY``.
@@ -27,6 +27,7 @@ from client._sdk import BlackVIPClient
 from client.cli.data import add_data_flags
 from client.cli.grid import add_bench_flags, add_plan_flags
 from client.cli.report import add_report_flags, run_report
+from client.cli.usage import add_usage_flags, show_usage
 from client.training.config import METHODS, NO_FLAG, ConfigError, TrainConfig, build_config, dataset_presets
 from digits import TASK_NAMES
 
@@ -41,7 +42,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="blackvip", description="Black-box visual prompting client.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", parents=[common], help="the served model's input contract and limits")
-    commands.add_parser("usage", parents=[common], help="this key's usage as counted by the server")
+    usage = commands.add_parser("usage", parents=[common], help="this key's usage as counted by the server")
+    add_usage_flags(usage)
     train = commands.add_parser("train", parents=[common], help="train a prompt through the API")
     _add_config_flags(train)
     train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -107,8 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("info", "usage"):
             with BlackVIPClient(args.url or "http://127.0.0.1:8000", args.api_key) as client:
-                result = client.info() if args.command == "info" else client.usage()
-            print(json.dumps(result.model_dump(mode="json"), indent=2))
+                if args.command == "info":
+                    print(json.dumps(client.info().model_dump(mode="json"), indent=2))
+                else:
+                    print(show_usage(client, args))
             return 0
         if args.command == "plan" or (args.command == "bench" and args.dry_run):
             from client.cli.plan import print_plan
