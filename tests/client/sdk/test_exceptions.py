@@ -6,6 +6,8 @@ import pytest
 
 from client._exceptions import (
     APIStatusError,
+    QuotaExceededError,
+    RateLimitedError,
     RequestInProgressError,
     ServerUnavailableError,
     error_for_status,
@@ -17,6 +19,7 @@ RETRIED = {
     ErrorCode.QUEUE_FULL: ServerUnavailableError,
     ErrorCode.LEDGER_UNAVAILABLE: ServerUnavailableError,
     ErrorCode.REQUEST_IN_PROGRESS: RequestInProgressError,
+    ErrorCode.RATE_LIMITED: RateLimitedError,
 }
 
 
@@ -38,3 +41,11 @@ def test_every_code_the_server_sends_gets_a_class_of_its_own_status(code: ErrorC
 @pytest.mark.parametrize("code", list(RETRIED))
 def test_the_codes_worth_a_retry_get_the_classes_the_sdk_retries(code: ErrorCode) -> None:
     assert type(error_for_status(ERROR_STATUS[code], code.value, "retry shortly")) is RETRIED[code]
+
+
+def test_codes_that_share_a_status_keep_their_own_classes() -> None:
+    assert type(error_for_status(429, "rate_limited", "slow down")) is RateLimitedError
+    assert type(error_for_status(429, "quota_exceeded", "spent")) is QuotaExceededError
+    assert type(error_for_status(429, "task_limit_reached", "full")) is QuotaExceededError
+    assert type(error_for_status(429, "unknown", "a proxy's 429")) is QuotaExceededError  # never retried
+    assert type(error_for_status(503, "rate_limited", "a code at the wrong status")) is not RateLimitedError

@@ -6,6 +6,7 @@ models and codec, so a test fails if the SDK and the wire protocol drift apart.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from client import (
     ProtocolError,
     QueryMeter,
     QuotaExceededError,
+    RateLimitedError,
     ReplayExpiredError,
     RequestInProgressError,
     RetryPolicy,
@@ -456,6 +458,75 @@ def test_in_progress_forever_raises_request_in_progress() -> None:
     with make_client(server) as sdk, pytest.raises(RequestInProgressError):
         sdk.logits(TASK_ID, images_for(2))
     assert sdk.meter.requests == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate limits: 429 rate_limited waits the server's Retry-After; 429 quota_exceeded never retries
+# ---------------------------------------------------------------------------------------------
+
+
+def rate_limited(retry_after: str | None) -> Reply:
+    body = ErrorBody(error=ErrorDetail(code=ErrorCode.RATE_LIMITED, message="slow down")).model_dump_json()
+    extra = {"Retry-After": retry_after} if retry_after is not None else {}
+    return lambda request: httpx.Response(
+        429, content=body.encode(), headers={"Content-Type": "application/json", **extra}
+    )
+
+
+class TimedServer(FakeServer):
+    """A FakeServer that also notes when each request arrived."""
+
+    def __init__(self, *replies: Reply) -> None:
+        super().__init__(*replies)
+        self.arrivals: list[float] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.arrivals.append(time.monotonic())
+        return super().__call__(request)
+
+
+def test_a_rate_limited_call_waits_retry_after_then_succeeds_under_the_same_id() -> None:
+    server = TimedServer(rate_limited("1"), logits_reply(logits_for(2)))
+    slow_backoff = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0)  # the backoff would not wait
+    with make_client(server, retry=slow_backoff) as sdk:
+        sdk.logits(TASK_ID, images_for(2))
+    assert len(server.requests) == 2 and len(set(server.request_ids)) == 1
+    assert server.arrivals[1] - server.arrivals[0] >= 1.0  # the server's Retry-After, not the backoff's 0
+    assert sdk.meter.requests == 1
+
+
+def test_rate_limited_forever_raises_after_max_attempts_with_the_retry_after() -> None:
+    server = FakeServer(rate_limited("0"))
+    with make_client(server) as sdk, pytest.raises(RateLimitedError) as info:
+        sdk.logits(TASK_ID, images_for(1))
+    assert len(server.requests) == NO_WAIT.max_attempts
+    assert info.value.retry_after == 0.0 and info.value.status == 429 and info.value.code == "rate_limited"
+    assert sdk.meter.requests == 0
+
+
+def test_a_retry_after_beyond_the_policys_limit_is_raised_at_once() -> None:
+    server = FakeServer(rate_limited("3600"), logits_reply(logits_for(1)))
+    with make_client(server, retry=RetryPolicy(max_retry_after=30.0)) as sdk, pytest.raises(RateLimitedError):
+        sdk.logits(TASK_ID, images_for(1))
+    assert len(server.requests) == 1
+
+
+def test_a_rate_limit_without_retry_after_uses_the_backoff() -> None:
+    server = FakeServer(rate_limited(None), rate_limited("soon"), logits_reply(logits_for(1)))
+    with make_client(server) as sdk:
+        sdk.logits(TASK_ID, images_for(1))
+    assert len(server.requests) == 3
+
+
+def test_quota_exceeded_is_never_retried_even_with_a_retry_after() -> None:
+    body = ErrorBody(error=ErrorDetail(code=ErrorCode.QUOTA_EXCEEDED, message="spent")).model_dump_json()
+    spent: Reply = lambda request: httpx.Response(  # noqa: E731
+        429, content=body.encode(), headers={"Content-Type": "application/json", "Retry-After": "0"}
+    )
+    server = FakeServer(spent, logits_reply(logits_for(1)))
+    with make_client(server) as sdk, pytest.raises(QuotaExceededError):
+        sdk.logits(TASK_ID, images_for(1))
+    assert len(server.requests) == 1
 
 
 def test_request_ids_differ_across_many_calls() -> None:
