@@ -8,13 +8,10 @@ import sys
 from collections.abc import Sequence
 from typing import cast
 
-import uvicorn
-
 from server.admin import ADMIN_COMMANDS, admin_main
-from server.app import create_app
-from server.settings import SettingsError, parse_args
+from server.settings import ServerSettings, SettingsError, parse_args
 
-__all__ = ["main"]
+__all__ = ["main", "serve"]
 
 log = logging.getLogger("server")
 
@@ -28,10 +25,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"blackvip-server: error: {exc}", file=sys.stderr)
         return 2
+    return serve(settings)
+
+
+def serve(settings: ServerSettings) -> int:
+    """Run the server until it is stopped; 1 if the model or the ledger could not be opened."""
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     log.info("settings: %s", settings.public_dict())
+    # imported here, not above: the admin commands need neither the model (torch) nor uvicorn
+    import uvicorn
+
+    from server.app import create_app
+
     failure: list[str] = []
     server: uvicorn.Server | None = None
 
