@@ -165,19 +165,29 @@ def test_export_usage_and_the_meter_agree(service: Service, tmp_path: Path) -> N
         assert sum(float(row["cost"]) for row in rows) == pytest.approx(served.cost, rel=1e-12)
         assert sum(int(row["bytes"]) for row in rows) == served.bytes == counted.bytes
     assert usage.total.cost == pytest.approx(meter.images * 2 / 1000)
-    table = subprocess.run(
-        [sys.executable, "-m", "client.cli", "usage", "--by", "hour", "--url", service.url],
-        env={**os.environ, "BLACKVIP_API_KEY": key},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    table = usage_cli(service, key, "--by", "hour")
     assert table.returncode == 0, table.stderr
     print("\n" + table.stdout)
     total = table.stdout.splitlines()[-1].split()
     assert total[0] == "total"
     assert (int(total[1]), int(total[2])) == (usage.total.requests, usage.total.images)
     assert float(total[3]) == pytest.approx(usage.total.cost, rel=1e-5)
+    days = json.loads(usage_cli(service, key, "--by", "day", "--json").stdout)
+    assert days["key_id"] == key_id and days["by"] == "day"
+    assert sum(p["images"] for p in days["periods"]) == usage.total.images
+    assert sum(p["cost"] for p in days["periods"]) == pytest.approx(usage.total.cost, rel=1e-12)
+    stray = usage_cli(service, key, "--since", "2025-01-01")
+    assert stray.returncode != 0 and "--since and --until go with --by" in stray.stderr
+
+
+def usage_cli(service: Service, key: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", "usage", *argv, "--url", service.url],
+        env={**os.environ, "BLACKVIP_API_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_revoked_key_cannot_replay_what_it_was_answered(service: Service) -> None:
