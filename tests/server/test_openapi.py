@@ -34,6 +34,7 @@ OPERATIONS = [
     ("post", Routes.LOGITS),
     ("post", Routes.LOSS),
     ("get", Routes.USAGE),
+    ("get", Routes.USAGE_PERIODS),
 ]
 
 
