@@ -19,6 +19,8 @@ from tqdm import tqdm
 from client._exceptions import (
     BlackVIPError,
     JobInterruptedError,
+    QuotaExceededError,
+    RateLimitedError,
     ServerUnavailableError,
     TrainingDivergedError,
     TransportError,
@@ -114,7 +116,8 @@ def _train(job: Job, scalars: ScalarLog) -> str:
 
 
 def train_step(job: Job) -> StepResult:
-    """One optimiser step; if the server stays away, save the state from before it and stop."""
+    """One optimiser step; if the server stays away or refuses the key more queries (quota, rate), save
+    the state from before it and stop with :class:`JobInterruptedError` (exit status 3)."""
     state, api = job.state, job.session.train_api
     assert job.method.optimizer is not None
     start = job.checkpoint()
@@ -130,6 +133,13 @@ def train_step(job: Job) -> StepResult:
         raise JobInterruptedError(
             f"server unreachable for over {job.config.max_wait_seconds:.0f} s at step {state.step + 1} "
             f"({exc}); checkpoint saved in {job.run.path}: rerun with --resume"
+        ) from exc
+    except (QuotaExceededError, RateLimitedError) as exc:
+        start["train_meter"] = api.meter.to_dict()
+        job.save(start)
+        raise JobInterruptedError(
+            f"the server refused step {state.step + 1}: {exc}; checkpoint saved in {job.run.path}: "
+            f"raise the key's limit (blackvip-server keys set-quota) and rerun with --resume"
         ) from exc
     except FloatingPointError as exc:  # the oracle refused non-finite prompted images
         _diverged(job, str(exc))

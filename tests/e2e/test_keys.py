@@ -209,3 +209,29 @@ def test_a_revoked_key_cannot_replay_what_it_was_answered(service: Service) -> N
     rows = service.admin("ledger", "export", "--format", "jsonl", "--key", key_id).stdout.splitlines()
     charged = [(json.loads(row)["endpoint"], json.loads(row)["request_id"]) for row in rows]
     assert charged[1:] == [("logits", "replay-me")]  # after the task's registration: one charge, once
+
+
+def test_a_job_stopped_by_its_quota_keeps_a_checkpoint_and_resumes_after_set_quota(
+    service: Service, tmp_path: Path
+) -> None:
+    from client.training.rundir import RunDir
+    from digits.tasks import write_task_folder
+
+    data = write_task_folder("loc-digits-1x1", tmp_path / "data")
+    # 1 task registration + 2 steps of 10 x 12 images fit in 250 images; the third step does not
+    key, key_id = service.create_key("quota-job", "--quota-images", "250")
+    argv = [sys.executable, "-m", "client.cli", "train", "--url", service.url, "--data", str(data)]
+    argv += ["--out", str(tmp_path / "run"), "--batch-size", "12", "--shots", "4", "--steps", "4"]
+    argv += ["--checkpoint-every", "100", "--eval-splits", "val"]
+    env = {**os.environ, "BLACKVIP_API_KEY": key}
+    stopped = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert stopped.returncode == 3, stopped.stderr[-2000:]
+    assert "refused step 3" in stopped.stderr and "keys set-quota" in stopped.stderr
+    saved = RunDir(tmp_path / "run").load_checkpoint()
+    assert saved is not None and saved["step"] == 2
+    with BlackVIPClient(service.url, key) as api:
+        assert api.usage().total.images == sum(count["images"] for count in saved["train_meter"].values())
+    service.admin("keys", "set-quota", key_id, "--quota-images", "none")
+    resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout)["steps"] == 4
