@@ -141,12 +141,13 @@ class Nginx:
         self.port = free_port()
         site = self.CONF.read_text()
         assert "server server:8000" in site and "listen 8000" in site  # what is replaced below
-        servers = "\n".join(
-            f"    server {backend} max_fails=1 fail_timeout=2s;" for backend in backends
-        )
-        site = "\n".join(
-            servers if line.strip().startswith("server server:8000") else line for line in site.splitlines()
-        )
+        lines = []
+        for line in site.splitlines():  # the one upstream line becomes one line per backend, same options
+            if line.strip().startswith("server server:8000"):
+                lines += [line.replace("server:8000", backend) for backend in backends]
+            else:
+                lines.append(line)
+        site = "\n".join(lines)
         site = site.replace("listen 8000", f"listen 127.0.0.1:{self.port}")
         (self.dir / "blackvip.conf").write_text(site)
         temp = self.dir / "temp"
