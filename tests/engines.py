@@ -39,9 +39,12 @@ def find_postgres_bin() -> Path:
 
 class PostgresServer:
     """A throwaway PostgreSQL cluster on 127.0.0.1; ``database()`` makes a fresh database and returns
-    its URL (no password: trust on loopback, for tests only)."""
+    its URL. Without a ``password`` every loopback connection is trusted (tests only); with one, TCP
+    connections need it (scram-sha-256), as in the official image, whose entrypoint makes the
+    superuser ``user`` with that password."""
 
-    def __init__(self) -> None:
+    def __init__(self, user: str = "postgres", password: str | None = None) -> None:
+        self.user, self.password = user, password
         self.bin = find_postgres_bin()
         self.dir = Path(tempfile.mkdtemp(prefix="blackvip-pg-"))
         self.port = free_port()
@@ -54,9 +57,15 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         data = self.dir / "data"
+        auth = ["--auth=trust"]
+        if self.password is not None:
+            secret = self.dir / "pwfile"
+            secret.write_text(self.password + "\n")
+            if self._user is not None:
+                shutil.chown(secret, self._user)
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={secret}"]
         self._run(
-            [str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-             "--no-sync"]  # fmt: skip
+            [str(self.bin / "initdb"), "-D", str(data), "-U", self.user, *auth, "-E", "UTF8", "--no-sync"]
         )
         log = (self.dir / "postgres.log").open("wb")
         settings = {
@@ -77,16 +86,20 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return self.database_url("postgres")
 
-    def database(self, prefix: str = "t") -> str:
+    def database_url(self, name: str) -> str:
+        """The URL of database ``name`` (the password, if any, is left to PGPASSWORD)."""
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{name}"
+
+    def database(self, prefix: str = "t", name: str | None = None) -> str:
         """A new, empty database's URL."""
         import psycopg
 
-        name = f"{prefix}_{os.getpid()}_{next(self._names)}"
-        with psycopg.connect(self.url, autocommit=True) as admin:
+        name = name or f"{prefix}_{os.getpid()}_{next(self._names)}"
+        with psycopg.connect(self.url, autocommit=True, password=self.password) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+        return self.database_url(name)
 
     def log(self) -> str:
         return (self.dir / "postgres.log").read_text(errors="replace")
@@ -121,7 +134,7 @@ class PostgresServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"postgres exited ({self.process.returncode}):\n{self.log()[-2000:]}")
             try:
-                psycopg.connect(self.url, connect_timeout=2).close()
+                psycopg.connect(self.url, connect_timeout=2, password=self.password).close()
                 return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
