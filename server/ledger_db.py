@@ -65,7 +65,8 @@ class Dialect:
 
 
 class Cursor(Protocol):
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def fetchone(self) -> Any: ...
 
@@ -75,9 +76,9 @@ class Cursor(Protocol):
 class Conn(Protocol):
     """The part of a DB-API connection the ledger uses, with ``?`` placeholders on either engine."""
 
-    def execute(self, sql: str, params: Sequence[Any] = ...) -> Cursor: ...
+    def execute(self, sql: str, params: Any = ..., /) -> Cursor: ...
 
-    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> Any: ...
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Any: ...
 
 
 Write = Callable[[Conn], None]

@@ -55,10 +55,10 @@ class _PgConn:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+    def execute(self, sql: str, params: Any = (), /) -> Cursor:
         return self._conn.execute(_placeholders(sql), tuple(params))
 
-    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> None:
         with self._conn.cursor() as cursor:
             cursor.executemany(_placeholders(sql), [tuple(p) for p in params])
 
