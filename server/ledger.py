@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from server.ledger_answers import Answer, AnswerStore, DuplicateRequestError, Remembered
 from server.ledger_db import CommitObserver, Conn, Database, LedgerUnavailableError, is_postgres_url
 from server.ledger_keys import SqlKeyStore
 from server.ledger_quota import QuotaExceededError, QuotaState, quota_state
@@ -70,21 +71,6 @@ class StoredTask:
 
 
 @dataclass(frozen=True)
-class Answer:
-    content: bytes
-    media_type: str
-
-
-@dataclass(frozen=True)
-class Remembered:
-    """What the ledger knows of a request id: its body's hash and, while kept, its answer."""
-
-    body_hash: str
-    created: float
-    answer: Answer | None
-
-
-@dataclass(frozen=True)
 class LedgerLimits:
     quota_images: int | None = None
     max_tasks_per_key: int = 1000
@@ -99,10 +85,6 @@ class TaskLimitError(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"this key already has {limit} tasks, the most this server keeps per key")
         self.limit = limit
-
-
-class DuplicateRequestError(Exception):
-    """The request id was charged meanwhile (a concurrent retry, perhaps on another replica)."""
 
 
 # A charge's refusals of itself: rolled back alone, never a failure of the ledger.
@@ -133,6 +115,10 @@ class Ledger:
         self.target, self.limits = target, limits or LedgerLimits()
         self.db = open_database(target, self.limits, on_commit)
         self.dialect = self.db.dialect
+        limits = self.limits
+        self.answers = AnswerStore(
+            self.dialect, limits.idempotency_window_s, limits.replay_ttl_s, limits.replay_store_bytes
+        )
         self.keys = SqlKeyStore(self._transaction, self._read)
         self.reports = SqlReports(self._read, self.dialect)
 
@@ -175,7 +161,7 @@ class Ledger:
         if task is not None:
             self._insert_task(db, task, now)
         if remember is not None and record.request_id is not None:
-            self._remember(db, record.key_id, record.request_id, remember, now)
+            self.answers.remember(db, record.key_id, record.request_id, remember, now)
         db.execute(
             "INSERT INTO queries (ts, key_id, endpoint, task_id, request_id, images, batch_passes,"
             " bytes, texts, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -231,94 +217,14 @@ class Ledger:
             (task.task_id, task.key_id, json.dumps(task.class_names), json.dumps(task.templates), now),
         )
 
-    def _remember(
-        self,
-        db: Conn,
-        key_id: str,
-        request_id: str,
-        remember: tuple[str, Answer | None],
-        now: float,
-    ) -> None:
-        body_hash, answer = remember
-        if answer is not None and len(answer.content) > self.limits.replay_store_bytes:
-            answer = None  # larger than the whole store: remember the id, not the answer
-        expired_before = now - self.limits.idempotency_window_s
-        cursor = db.execute(
-            "INSERT INTO idempotency (key_id, request_id, body_hash, created, answer, media_type,"
-            " answer_bytes) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key_id, request_id) DO UPDATE SET"
-            " body_hash = excluded.body_hash, created = excluded.created, answer = excluded.answer,"
-            " media_type = excluded.media_type, answer_bytes = excluded.answer_bytes"
-            " WHERE idempotency.created < ?",  # only an id past its window may be reused
-            (
-                key_id,
-                request_id,
-                body_hash,
-                now,
-                answer.content if answer else None,
-                answer.media_type if answer else None,
-                len(answer.content) if answer else 0,
-                expired_before,
-            ),
-        )
-        if cursor.rowcount != 1:
-            raise DuplicateRequestError(request_id)
-        if answer is not None:
-            self._evict_answers(db)
-
-    def _evict_answers(self, db: Conn) -> None:
-        """Drop the oldest stored answers until they fit ``replay_store_bytes`` (ids are kept). With
-        replicas, answers another charge is dropping at this moment are skipped, not waited for: the
-        store may exceed its cap by what concurrent charges add, until the next charge."""
-        stored = int(db.execute("SELECT COALESCE(SUM(answer_bytes), 0) FROM idempotency").fetchone()[0])
-        excess = stored - self.limits.replay_store_bytes
-        while excess > 0:
-            rows = db.execute(
-                "SELECT key_id, request_id, answer_bytes FROM idempotency WHERE answer IS NOT NULL"
-                f" ORDER BY created LIMIT 64{self.dialect.skip_locked}"
-            ).fetchall()
-            if not rows:
-                return
-            for key_id, request_id, size in rows:
-                db.execute(
-                    "UPDATE idempotency SET answer = NULL, media_type = NULL, answer_bytes = 0"
-                    " WHERE key_id = ? AND request_id = ?",
-                    (key_id, request_id),
-                )
-                excess -= int(size)
-                if excess <= 0:
-                    return
-
     def recall(self, key_id: str, request_id: str) -> Remembered | None:
         """The request id's entry while inside its window; its answer only while inside the TTL."""
-        now = time.time()
-        rows = self._read(
-            "SELECT body_hash, created, answer, media_type FROM idempotency"
-            " WHERE key_id = ? AND request_id = ? AND created >= ?",
-            (key_id, request_id, now - self.limits.idempotency_window_s),
-        )
-        if not rows:
-            return None
-        body_hash, created, content, media_type = rows[0]
-        fresh = content is not None and created >= now - self.limits.replay_ttl_s
-        return Remembered(body_hash, created, Answer(bytes(content), media_type) if fresh else None)
+        return self.db.read(lambda db: self.answers.recall(db, key_id, request_id, time.time()))
 
     def prune(self) -> None:
         """Forget request ids past the window and answers past the TTL."""
-        now = time.time()
-        # rows a charge holds right now are left for the next prune (never a deadlock with it)
-        skip = self.dialect.skip_locked
         with self._transaction() as db:
-            db.execute(
-                "DELETE FROM idempotency WHERE (key_id, request_id) IN (SELECT key_id, request_id"
-                f" FROM idempotency WHERE created < ?{skip})",
-                (now - self.limits.idempotency_window_s,),
-            )
-            db.execute(
-                "UPDATE idempotency SET answer = NULL, media_type = NULL, answer_bytes = 0"
-                " WHERE (key_id, request_id) IN (SELECT key_id, request_id FROM idempotency"
-                f" WHERE answer IS NOT NULL AND created < ?{skip})",
-                (now - self.limits.replay_ttl_s,),
-            )
+            self.answers.prune(db, time.time())
 
     # -- rejections, heartbeat ---------------------------------------------------------------
 
