@@ -44,6 +44,62 @@ def merged_config(shell: dict[str, str]) -> dict[str, Any]:
     return yaml.safe_load(done.stdout)
 
 
+def start_replicas(server: dict, shell: dict[str, str], database: PostgresServer, tmp_path: Path) -> list:
+    """Two processes of the server service (its entrypoint, command and environment), its ledger URL
+    pointed from the compose network's ``postgres:5432`` at the local PostgreSQL; healthy."""
+    replicas = []
+    for index in range(2):
+        argv, env = service_process(server, Mounts(server["volumes"], tmp_path / f"v{index}", shell), shell)
+        assert env["BLACKVIP_LEDGER"] == "postgresql://blackvip@postgres:5432/blackvip"
+        assert env["PGPASSWORD"] == PASSWORD  # the password reaches the server by libpq's variable
+        port = free_port()
+        env.update(
+            BLACKVIP_LEDGER=env["BLACKVIP_LEDGER"].replace("postgres:5432", f"127.0.0.1:{database.port}"),
+            BLACKVIP_HOST="127.0.0.1",
+            BLACKVIP_PORT=str(port),
+            BLACKVIP_MODEL="tiny-vit",
+            BLACKVIP_RANDOM_INIT="1",
+        )
+        log = (tmp_path / f"replica{index}.log").open("wb")
+        process = subprocess.Popen(argv, env={**BASE_ENV, **env}, stdout=log, stderr=subprocess.STDOUT)
+        replicas.append((process, port))
+    for _, port in replicas:
+        health = [
+            part.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for part in server["healthcheck"]["test"]
+        ]
+        wait_healthy([health[0], sys.executable, *health[2:]])
+    return replicas
+
+
+def check_through_balancer(
+    balancer: dict, client: dict, ports: list[int], shell: dict, tmp_path: Path
+) -> None:
+    """nginx from the mounted configuration in front of the replicas: its health check passes, the client
+    service's command works through it, and both replicas take their share."""
+    mounted = {target: source for source, target, *_ in (v.split(":") for v in balancer["volumes"])}
+    assert Path(mounted["/etc/nginx/conf.d/default.conf"]) == Nginx.CONF
+    with Nginx([f"127.0.0.1:{port}" for port in ports]) as nginx:
+        probe = [
+            part.replace("127.0.0.1:8000", f"127.0.0.1:{nginx.port}")
+            for part in balancer["healthcheck"]["test"]
+        ]
+        wait_healthy(probe, timeout=30)
+        assert client["environment"]["BLACKVIP_URL"] == "http://balancer:8000"
+        argv, env = service_process(client, Mounts([], tmp_path, shell), shell)
+        env["BLACKVIP_URL"] = nginx.url
+        for _ in range(4):  # least_conn spreads them over both replicas
+            shown = subprocess.run(
+                [*argv[:1], "info"], env={**BASE_ENV, **env}, capture_output=True, text=True, timeout=120
+            )
+            assert shown.returncode == 0, shown.stderr
+        task = httpx.post(nginx.url + Routes.TASKS, json={"class_names": ["a", "b"]}, timeout=60)
+        assert task.status_code == 200, task.text
+    for port in ports:
+        scrape = Scrape(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+        info = {"route": Routes.INFO, "method": "GET", "status": "200"}
+        assert scrape.value_or_zero("blackvip_http_requests_total", **info) > 0
+
+
 @pytest.mark.skipif(
     shutil.which("docker-compose") is None, reason="docker-compose not installed (.ci/run installs it)"
 )
@@ -60,72 +116,25 @@ def test_the_scale_override_runs_as_local_processes(tmp_path: Path) -> None:
     assert balancer["ports"] == ["127.0.0.1:8000:8000/tcp"]
 
     env = postgres["environment"]
-    assert env["POSTGRES_PASSWORD"] == PASSWORD
+    assert (env["POSTGRES_USER"], env["POSTGRES_DB"], env["POSTGRES_PASSWORD"]) == (
+        "blackvip",
+        "blackvip",
+        PASSWORD,
+    )
+    # what the official image's entrypoint makes: the superuser with the password, then the database
     with PostgresServer(user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"]) as database:
         database.database(name=env["POSTGRES_DB"])
-        check = [arg for arg in postgres["healthcheck"]["test"][1:]]
+        check = postgres["healthcheck"]["test"][1:]
         check = [str(database.bin / check[0]), *check[1:], "-h", "127.0.0.1", "-p", str(database.port)]
         wait_healthy(["CMD", *check], timeout=30)
-
-        replicas = []
-        for index in range(2):
-            mounts = Mounts(server["volumes"], tmp_path / f"v{index}", shell)
-            argv, env = service_process(server, mounts, shell)
-            assert (
-                env["BLACKVIP_LEDGER"]
-                == f"postgresql://blackvip@postgres:5432/{postgres['environment']['POSTGRES_DB']}"
-            )
-            port = free_port()
-            env.update(
-                BLACKVIP_LEDGER=env["BLACKVIP_LEDGER"].replace("postgres:5432", f"127.0.0.1:{database.port}"),
-                BLACKVIP_HOST="127.0.0.1",
-                BLACKVIP_PORT=str(port),
-                BLACKVIP_MODEL="tiny-vit",
-                BLACKVIP_RANDOM_INIT="1",
-            )
-            log = (tmp_path / f"replica{index}.log").open("wb")
-            process = subprocess.Popen(
-                argv, env={**BASE_ENV, **env}, stdout=log, stderr=subprocess.STDOUT
-            )
-            replicas.append((process, port))
+        replicas = start_replicas(server, shell, database, tmp_path)
         try:
-            for _, port in replicas:
-                health = [
-                    part.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-                    for part in server["healthcheck"]["test"]
-                ]
-                wait_healthy([health[0], sys.executable, *health[2:]])
-            mounted = {target: source for source, target, *_ in (v.split(":") for v in balancer["volumes"])}
-            assert Path(mounted["/etc/nginx/conf.d/default.conf"]) == Nginx.CONF
-            with Nginx([f"127.0.0.1:{port}" for _, port in replicas]) as nginx:
-                probe = [
-                    part.replace("127.0.0.1:8000", f"127.0.0.1:{nginx.port}")
-                    for part in balancer["healthcheck"]["test"]
-                ]
-                wait_healthy(probe, timeout=30)
-                assert client["environment"]["BLACKVIP_URL"] == "http://balancer:8000"
-                client_argv, client_env = service_process(client, Mounts([], tmp_path, shell), shell)
-                client_env["BLACKVIP_URL"] = nginx.url
-                for _ in range(4):  # least_conn spreads them over both replicas
-                    shown = subprocess.run(
-                        [*client_argv[:1], "info"],
-                        env={**BASE_ENV, **client_env},
-                        capture_output=True,
-                        text=True,
-                        timeout=120,
-                    )
-                    assert shown.returncode == 0, shown.stderr
-                task = httpx.post(nginx.url + Routes.TASKS, json={"class_names": ["a", "b"]}, timeout=60)
-                assert task.status_code == 200, task.text
-                for _, port in replicas:  # both replicas took their share through the balancer
-                    scrape = Scrape(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
-                    info = {"route": Routes.INFO, "method": "GET", "status": "200"}
-                    assert scrape.value_or_zero("blackvip_http_requests_total", **info) > 0
+            check_through_balancer(balancer, client, [port for _, port in replicas], shell, tmp_path)
         finally:
             for process, _ in replicas:
                 process.terminate()
                 process.wait(timeout=30)
-        # the server's URL with the password in it (the replicas took it from PGPASSWORD)
-        url = env["BLACKVIP_LEDGER"].replace("blackvip@", f"blackvip:{PASSWORD}@")
+        # one ledger behind both replicas (the URL with the password in it, as a user may write it)
+        url = f"postgresql://blackvip:{PASSWORD}@127.0.0.1:{database.port}/blackvip"
         with closing(Ledger(url)) as ledger:
             assert ledger.usage_by_endpoint("anonymous")["tasks"]["requests"] == 1

@@ -169,23 +169,52 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def check_the_ledger(
+    url: str, keys: dict[str, str], load: dict[str, Tally], quota: list[Tally], summary: dict
+) -> int:
+    """Every key's ledger totals against what its clients were answered; returns the quota key's use."""
+    with closing(Ledger(url)) as ledger:
+        for name, tally in load.items():
+            assert ledger.images_used(key_id(keys[name])) == tally.images, name  # exactly what was answered
+        used = ledger.images_used(key_id(keys["quota"]))
+        assert used == sum(tally.images for tally in quota)
+        assert QUOTA - 7 < used <= QUOTA  # never crossed, and each refusal was needed
+        assert all(tally.refused == 1 for tally in quota)
+        trained = ledger.usage_by_endpoint(key_id(keys["train"]))
+        spent = summary["train"]["images"] + summary["eval"]["images"]
+        assert sum(e["images"] for e in trained.values()) == spent
+        sent = summary["train"]["requests"] + summary["eval"]["requests"]
+        assert sum(e["requests"] for e in trained.values()) == sent
+        replay = ledger.usage_by_endpoint(key_id(keys["replay"]))
+        # the id retried on the other replica was not charged again
+        assert replay["logits"]["requests"] == 2 and replay["logits"]["images"] == 10
+        totals = ledger.keys.totals()
+        assert set(totals) == {key_id(key) for key in keys.values()}  # nothing charged to anyone else
+    return used
+
+
+def start_clients(base: str, keys: dict[str, str], stop: threading.Event) -> tuple[dict, list, list]:
+    """The load clients (one key each) and the two clients sharing the quota key, started."""
+    load = {f"load-{i}": Tally() for i in range(LOAD_KEYS)}
+    quota = [Tally(), Tally()]
+    threads = [
+        threading.Thread(target=run_load, args=(base, keys[name], tally, stop, i))
+        for i, (name, tally) in enumerate(load.items())
+    ] + [threading.Thread(target=run_quota, args=(base, keys["quota"], tally)) for tally in quota]
+    for thread in threads:
+        thread.start()
+    return load, quota, threads
+
+
 def test_replicas_behind_nginx_survive_a_kill_and_charge_exactly_once(cluster, tmp_path: Path) -> None:
     url, replicas, balancer, keys = cluster
     check_replay_across_replicas(replicas, keys["replay"])
     retries = RetryCounter()
     logging.getLogger("client").addHandler(retries)
     stop = threading.Event()
-    load = {f"load-{i}": Tally() for i in range(LOAD_KEYS)}
-    quota = [Tally(), Tally()]
-    threads = [
-        threading.Thread(target=run_load, args=(balancer.url, keys[name], tally, stop, i))
-        for i, (name, tally) in enumerate(load.items())
-    ] + [threading.Thread(target=run_quota, args=(balancer.url, keys["quota"], tally)) for tally in quota]
-    data = make_image_folder(tmp_path / "data")
-    job = start_training(balancer.url, keys["train"], data, tmp_path / "run")
+    job = start_training(balancer.url, keys["train"], make_image_folder(tmp_path / "data"), tmp_path / "run")
+    load, quota, threads = start_clients(balancer.url, keys, stop)
     try:
-        for thread in threads:
-            thread.start()
         metrics = tmp_path / "run" / "metrics.jsonl"
         wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, 300, "3 steps")
         victim = replicas[1]
@@ -206,28 +235,7 @@ def test_replicas_behind_nginx_survive_a_kill_and_charge_exactly_once(cluster, t
     summary = json.loads(stdout)
     assert summary["steps"] == STEPS and summary["stopped_because"] == "steps"
 
-    with closing(Ledger(url)) as ledger:
-        for name, tally in load.items():
-            assert ledger.images_used(key_id(keys[name])) == tally.images, name  # exactly what was answered
-        used = ledger.images_used(key_id(keys["quota"]))
-        assert used == sum(tally.images for tally in quota)
-        assert QUOTA - 7 < used <= QUOTA  # never crossed, and each refusal was needed
-        assert all(tally.refused == 1 for tally in quota)
-        trained = ledger.usage_by_endpoint(key_id(keys["train"]))
-        assert (
-            sum(e["images"] for e in trained.values())
-            == summary["train"]["images"] + summary["eval"]["images"]
-        )
-        assert sum(e["requests"] for e in trained.values()) == (
-            summary["train"]["requests"] + summary["eval"]["requests"]
-        )
-        replay = ledger.usage_by_endpoint(key_id(keys["replay"]))
-        assert (
-            replay["logits"]["requests"] == 2 and replay["logits"]["images"] == 10
-        )  # the retry: not charged
-        totals = ledger.keys.totals()
-        assert set(totals) == {key_id(key) for key in keys.values()}  # nothing charged to anyone else
-
+    used = check_the_ledger(url, keys, load, quota, summary)
     after_kill = [
         min((t for t in tally.answered_at if t > killed_at), default=None) for tally in load.values()
     ]
