@@ -267,3 +267,12 @@ def test_a_charge_waits_for_a_locked_key_at_most_the_busy_timeout(postgres) -> N
     ledger.close()
     with pytest.raises(LedgerUnavailableError):
         ledger.charge(record())
+
+
+def test_an_unreachable_postgres_ledger_is_unavailable_and_its_password_is_not_shown() -> None:
+    from tests.helpers import free_port
+
+    url = f"postgresql://blackvip:hunter2@127.0.0.1:{free_port()}/blackvip"  # nothing listens there
+    with pytest.raises(LedgerUnavailableError, match=r"blackvip:\*\*\*@127\.0\.0\.1") as failed:
+        Ledger(url, LedgerLimits(busy_timeout_s=1.0))
+    assert "hunter2" not in str(failed.value)
