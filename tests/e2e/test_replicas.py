@@ -34,10 +34,11 @@ from shared.protocol import MSGPACK_CONTENT_TYPE, REPLAYED_HEADER, REQUEST_ID_HE
 from tests.engines import Nginx
 from tests.helpers import Scrape, ServerProcess, make_image_folder, random_images, tiny_argv
 
-pytestmark = pytest.mark.slow  # about 45 s on 2 cores: 3 replicas, nginx, PostgreSQL, a training job
+pytestmark = pytest.mark.slow  # about 65 s on 2 cores: 3 replicas, nginx, PostgreSQL, 11 clients
 
 QUOTA = 1500  # images the shared-quota key may spend, on whichever replicas
-LOAD_KEYS = 3
+LOAD_KEYS = 4
+CLIENTS_PER_KEY = 2  # 8 load clients, 2 on the shared quota, and the training job: 11 at once
 STEPS = 10
 
 
@@ -174,8 +175,8 @@ def check_the_ledger(
 ) -> int:
     """Every key's ledger totals against what its clients were answered; returns the quota key's use."""
     with closing(Ledger(url)) as ledger:
-        for name, tally in load.items():
-            assert ledger.images_used(key_id(keys[name])) == tally.images, name  # exactly what was answered
+        for name, tallies in load.items():  # exactly what the key's clients were answered
+            assert ledger.images_used(key_id(keys[name])) == sum(tally.images for tally in tallies), name
         used = ledger.images_used(key_id(keys["quota"]))
         assert used == sum(tally.images for tally in quota)
         assert QUOTA - 7 < used <= QUOTA  # never crossed, and each refusal was needed
@@ -195,11 +196,12 @@ def check_the_ledger(
 
 def start_clients(base: str, keys: dict[str, str], stop: threading.Event) -> tuple[dict, list, list]:
     """The load clients (one key each) and the two clients sharing the quota key, started."""
-    load = {f"load-{i}": Tally() for i in range(LOAD_KEYS)}
+    load = {f"load-{i}": [Tally() for _ in range(CLIENTS_PER_KEY)] for i in range(LOAD_KEYS)}
     quota = [Tally(), Tally()]
+    clients = [(keys[name], tally) for name, tallies in load.items() for tally in tallies]
     threads = [
-        threading.Thread(target=run_load, args=(base, keys[name], tally, stop, i))
-        for i, (name, tally) in enumerate(load.items())
+        threading.Thread(target=run_load, args=(base, key, tally, stop, seed))
+        for seed, (key, tally) in enumerate(clients)
     ] + [threading.Thread(target=run_quota, args=(base, keys["quota"], tally)) for tally in quota]
     for thread in threads:
         thread.start()
@@ -236,16 +238,16 @@ def test_replicas_behind_nginx_survive_a_kill_and_charge_exactly_once(cluster, t
     assert summary["steps"] == STEPS and summary["stopped_because"] == "steps"
 
     used = check_the_ledger(url, keys, load, quota, summary)
-    after_kill = [
-        min((t for t in tally.answered_at if t > killed_at), default=None) for tally in load.values()
-    ]
+    tallies = [tally for key_tallies in load.values() for tally in key_tallies]
+    after_kill = [min((t for t in tally.answered_at if t > killed_at), default=None) for tally in tallies]
     assert all(t is not None for t in after_kill)  # every client went on after the kill
     gaps = [round(t - killed_at, 2) for t in after_kill]
     survivors = [forwarded_images(replicas[i]) for i in (0, 2)]
     print(
-        f"\nreplicas: load clients answered {[t.calls for t in load.values()]} calls,"
-        f" {[t.images for t in load.values()]} images (== ledger);"
-        f" shared quota {QUOTA}: used {used} in {sum(t.calls for t in quota)} calls, refusals {len(quota)};"
+        f"\nreplicas: load clients answered {[t.calls for t in tallies]} calls,"
+        f" {[t.images for t in tallies]} images (== ledger per key);"
+        f" shared quota {QUOTA}: used {used} in {sum(t.calls for t in quota)} calls, refusals {len(quota)},"
+        f" quota calls answered after the kill {sum(t > killed_at for q in quota for t in q.answered_at)};"
         f" training job {summary['train']['images'] + summary['eval']['images']} images in"
         f" {summary['train']['requests'] + summary['eval']['requests']} requests (== ledger);"
         f" victim had forwarded {served_before:.0f} images when killed; survivors {survivors};"
