@@ -151,6 +151,7 @@ class Nginx:
 
     def __init__(self, backends: list[str]) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="blackvip-nginx-"))
+        os.chmod(self.dir, 0o711)  # nginx's workers (nobody, under root) reach their temp folder through it
         self.port = free_port()
         site = self.CONF.read_text()
         assert "server server:8000" in site and "listen 8000" in site  # what is replaced below
