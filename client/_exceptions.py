@@ -20,6 +20,7 @@ BlackVIPError
     ├── RateLimitedError             429 rate_limited, after waiting out Retry-After within the retries
     ├── ServerUnavailableError       503, after retries
     └── ServerError                  any other 5xx
+        └── GatewayError             502, 504 from a proxy or load balancer, after retries
 
 An error answer is classed by its code where the code is one of ours with that status (two codes share
 429), else by its status alone, so an answer without our error body (a proxy's 502) still gets a class.
@@ -40,6 +41,7 @@ __all__ = [
     "BlackVIPError",
     "DatasetError",
     "EncoderLoadError",
+    "GatewayError",
     "InvalidInputError",
     "InvalidRequestError",
     "JobInterruptedError",
@@ -155,6 +157,15 @@ class ServerError(APIStatusError):
     pass
 
 
+class GatewayError(ServerError):
+    """A proxy's 502 or 504: the server behind it went away (a replica killed mid-request) or did not
+    answer in time. Retried like a lost connection: the call keeps its request id, so another replica
+    replays it if it was charged."""
+
+
+_GATEWAY_STATUSES = (502, 504)
+
+
 # Each class by one error code it stands for; the status comes from the one table of the protocol.
 # The first code listed for a status gives the class of an answer with that status and no code of ours.
 _CLASS_FOR_CODE: dict[ErrorCode, type[APIStatusError]] = {
@@ -184,4 +195,6 @@ def error_for_status(
     cls = _BY_CODE.get(code)
     if cls is None or ERROR_STATUS[ErrorCode(code)] != status:
         cls = _BY_STATUS.get(status, ServerError if status >= 500 else APIStatusError)
+        if status in _GATEWAY_STATUSES:
+            cls = GatewayError
     return cls(status, code, message, detail, retry_after)

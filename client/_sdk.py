@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from client._exceptions import (
     APIStatusError,
+    GatewayError,
     InvalidRequestError,
     ProtocolError,
     RateLimitedError,
@@ -60,7 +61,7 @@ RequestModel = TypeVar("RequestModel", TaskRequest, LogitsRequest, LossRequest)
 log = logging.getLogger(__name__)
 
 # Worth another attempt under the same request id; anything else is raised at once.
-_RETRIED = (ServerUnavailableError, RequestInProgressError, RateLimitedError)
+_RETRIED = (ServerUnavailableError, RequestInProgressError, RateLimitedError, GatewayError)
 
 
 @dataclass(frozen=True)
@@ -179,10 +180,10 @@ class BlackVIPClient:
         return response
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One logical call: retried on connection errors, 503, 409 (its request id still being
-        answered, e.g. after a timeout) and 429 rate_limited (after its Retry-After); raised on any
-        other error. A charged call keeps one request id across its retries, so the server replays an
-        answer it already charged."""
+        """One logical call: retried on connection errors, 503, a gateway's 502/504, 409 (its request id
+        still being answered, e.g. after a timeout) and 429 rate_limited (after its Retry-After); raised
+        on any other error. A charged call keeps one request id across its retries, so the server (any
+        replica behind a load balancer) replays an answer it already charged."""
         delays = self.retry.delays()
         while True:
             try:

@@ -13,7 +13,7 @@ COPY shared ./shared
 COPY server ./server
 # The project itself: its dependency ranges live in pyproject.toml.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[server]" \
+RUN pip install --no-cache-dir ".[server,postgres]" \
     && useradd --create-home --uid 1000 blackvip \
     && mkdir -p /data /cache \
     && chown blackvip /data /cache

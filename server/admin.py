@@ -1,6 +1,7 @@
 """``blackvip-server keys ...`` and ``blackvip-server ledger export``: admin commands that work on the
-ledger file directly (``--ledger PATH`` or ``BLACKVIP_LEDGER``, as the server), with or without a server
-running on it; a running server sees key changes within its ``--keys-refresh-s``.
+ledger directly (``--ledger PATH|URL`` or ``BLACKVIP_LEDGER``, as the server: a SQLite file or a
+``postgresql://`` URL), with or without a server running on it; a running server sees key changes
+within its ``--keys-refresh-s``.
 
     blackvip-server keys create --label L [--quota-images N] [--quota-cost X] [--rate R/s]
     blackvip-server keys list [--json]
@@ -26,7 +27,7 @@ from server.admin_keys import KEY_COMMANDS, add_key_commands, limit_changes
 from server.ledger import Ledger, LedgerUnavailableError
 from server.ledger_interface import KeyExistsError, UnknownKeyError
 from server.ledger_schema import SchemaError
-from server.settings import ENV_PREFIX, ServerSettings
+from server.settings import ENV_PREFIX, ServerSettings, ledger_label, ledger_target
 from server.usage import as_utc
 from server.usage_export import write_export
 
@@ -50,7 +51,10 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     default_ledger = env.get(ENV_PREFIX + "LEDGER") or str(ServerSettings().ledger)
     common.add_argument(
-        "--ledger", type=Path, default=Path(default_ledger), help="the ledger file (env BLACKVIP_LEDGER)"
+        "--ledger",
+        type=ledger_target,
+        default=ledger_target(default_ledger),
+        help="the ledger: a SQLite file or a postgresql:// URL (env BLACKVIP_LEDGER)",
     )
     parser = argparse.ArgumentParser(prog="blackvip-server", description="Manage API keys; export usage.")
     groups = parser.add_subparsers(dest="group", required=True)
@@ -69,13 +73,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
-def _open(path: Path, create: bool) -> Ledger:
-    if not create and not path.exists():
-        raise AdminError(f"no ledger at {path}: pass --ledger PATH (or set BLACKVIP_LEDGER)")
+def _open(target: Path | str, create: bool) -> Ledger:
+    if isinstance(target, Path) and not create and not target.exists():
+        raise AdminError(f"no ledger at {target}: pass --ledger PATH (or set BLACKVIP_LEDGER)")
     try:
-        return Ledger(path)
+        return Ledger(target)
     except (SchemaError, LedgerUnavailableError, OSError) as exc:
-        raise AdminError(f"cannot open the ledger {path}: {exc}") from exc
+        raise AdminError(f"cannot open the ledger {ledger_label(target)}: {exc}") from exc
 
 
 def _export(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:

@@ -29,7 +29,7 @@ from server.metrics_http import install_metrics
 from server.openapi import describe_msgpack_models
 from server.routes import router
 from server.service import QueryService
-from server.settings import ServerSettings
+from server.settings import ServerSettings, ledger_label
 from server.state import AppState
 from shared.protocol import ERROR_STATUS, PROTOCOL_VERSION, ErrorCode
 
@@ -62,6 +62,7 @@ def ledger_limits(settings: ServerSettings) -> LedgerLimits:
         replay_ttl_s=settings.replay_ttl,
         replay_store_bytes=int(settings.replay_store_mb * 2**20),
         busy_timeout_s=settings.ledger_busy_timeout_s,
+        pool_size=settings.ledger_pool_size,
     )
 
 
@@ -79,7 +80,7 @@ def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None 
             state.ledger = Ledger(settings.ledger, ledger_limits(settings), on_commit)
             keyring.refresh(state.ledger.keys.load())
         except (SchemaError, LedgerUnavailableError, OSError) as exc:
-            _fatal(state, f"cannot open the ledger {settings.ledger}: {exc}")
+            _fatal(state, f"cannot open the ledger {ledger_label(settings.ledger)}: {exc}")
             raise
         if not keyring.auth_required:
             log.warning("no API keys configured: the API is open and all usage is charged to 'anonymous'")

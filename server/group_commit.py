@@ -12,18 +12,15 @@ itself fails, nothing of the group is committed and every writer gets the error.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-__all__ = ["CommitObserver", "GroupCommit"]
+from server.ledger_db import CommitObserver, Conn, Write
 
-Write = Callable[[sqlite3.Connection], None]
-# (seconds, writes in the group, whether it committed): for metrics, called by the leading thread.
-CommitObserver = Callable[[float, int, bool], None]
+__all__ = ["CommitObserver", "GroupCommit"]
 
 
 @dataclass(eq=False)
@@ -36,12 +33,13 @@ class _Pending:
 class GroupCommit:
     def __init__(
         self,
-        transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
+        transaction: Callable[[], AbstractContextManager[Conn]],
         own_errors: tuple[type[Exception], ...],
         observe: CommitObserver | None = None,
     ) -> None:
         """``transaction`` opens BEGIN ... COMMIT; ``own_errors`` are refusals of one write alone;
-        ``observe`` hears of every transaction, committed or not."""
+        ``observe`` hears of every transaction (seconds, writes in it, committed), from the leading
+        thread."""
         self._transaction, self._own_errors, self._observe = transaction, own_errors, observe
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []

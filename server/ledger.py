@@ -1,4 +1,5 @@
-"""The query ledger: a SQLite file (WAL, synchronous=FULL) that counts every model call.
+"""The query ledger: a SQLite file (WAL, synchronous=FULL; the default) or a PostgreSQL database
+(replicas sharing one ledger) that counts every model call.
 
 A charge is one transaction that checks the key's quota against the ledger's own totals, records
 the query, remembers its request id (and, for a while, its answer) and, for a registration, stores
@@ -7,26 +8,25 @@ would cross the quota changes nothing. Rejected requests are never charged: they
 counters, flushed in batches (see ``server.rejections``).
 
 Every failure to write raises :class:`LedgerUnavailableError`; the server answers 503 and nothing is
-charged or answered.
+charged or answered. The SQL here is the same on both engines (``server.ledger_db``); each engine's
+module holds its connections and transactions.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from server.group_commit import CommitObserver, GroupCommit
-from server.ledger_keys import SqliteKeyStore
+from server.ledger_answers import Answer, AnswerStore, DuplicateRequestError, Remembered
+from server.ledger_db import CommitObserver, Conn, Database, LedgerUnavailableError, is_postgres_url
+from server.ledger_keys import SqlKeyStore
 from server.ledger_quota import QuotaExceededError, QuotaState, quota_state
-from server.ledger_reports import SqliteReports
-from server.ledger_schema import migrate
+from server.ledger_reports import SqlReports
 from shared.protocol import Endpoint
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "Remembered",
     "StoredTask",
     "TaskLimitError",
+    "open_database",
 ]
 
 _COUNT_COLUMNS = ("requests", "images", "batch_passes", "bytes", "texts", "cost")
@@ -70,21 +71,6 @@ class StoredTask:
 
 
 @dataclass(frozen=True)
-class Answer:
-    content: bytes
-    media_type: str
-
-
-@dataclass(frozen=True)
-class Remembered:
-    """What the ledger knows of a request id: its body's hash and, while kept, its answer."""
-
-    body_hash: str
-    created: float
-    answer: Answer | None
-
-
-@dataclass(frozen=True)
 class LedgerLimits:
     quota_images: int | None = None
     max_tasks_per_key: int = 1000
@@ -92,10 +78,7 @@ class LedgerLimits:
     replay_ttl_s: float = 900.0
     replay_store_bytes: int = 256 * 2**20
     busy_timeout_s: float = 5.0
-
-
-class LedgerUnavailableError(RuntimeError):
-    """The ledger cannot commit (disk full, read-only, locked, closed)."""
+    pool_size: int = 8  # PostgreSQL: connections per server process
 
 
 class TaskLimitError(Exception):
@@ -104,91 +87,53 @@ class TaskLimitError(Exception):
         self.limit = limit
 
 
-class DuplicateRequestError(Exception):
-    """The request id was charged meanwhile (a concurrent retry, perhaps on another replica)."""
+# A charge's refusals of itself: rolled back alone, never a failure of the ledger.
+_OWN_ERRORS = (QuotaExceededError, TaskLimitError, DuplicateRequestError)
+
+
+def open_database(
+    target: Path | str, limits: LedgerLimits, on_commit: CommitObserver | None = None
+) -> Database:
+    """The engine ``target`` names: a ``postgresql://`` URL, else a SQLite file."""
+    if is_postgres_url(target):
+        from server.ledger_postgres import PostgresDatabase  # psycopg: only for a PostgreSQL ledger
+
+        return PostgresDatabase(str(target), limits.busy_timeout_s, limits.pool_size, on_commit)
+    from server.ledger_sqlite import SqliteDatabase
+
+    return SqliteDatabase(Path(target), limits.busy_timeout_s, _OWN_ERRORS, on_commit)
 
 
 class Ledger:
-    """Thread-safe: one writing connection behind one lock, every charge its own unit (concurrent
-    charges may share a transaction); reads on a second connection behind their own lock, so a
-    request's reads (its task, its request id) never wait for another request's commit and fsync:
-    with WAL a reader sees every transaction committed before it began.
-
-    ``keys`` and ``reports`` are this backend's ``KeyStore`` and ``UsageReports``
+    """Thread-safe; every charge is its own all-or-nothing unit. ``target`` is a SQLite file or a
+    ``postgresql://`` URL. ``keys`` and ``reports`` are its ``KeyStore`` and ``UsageReports``
     (``server.ledger_interface``)."""
 
     def __init__(
-        self, path: Path, limits: LedgerLimits | None = None, on_commit: CommitObserver | None = None
+        self, target: Path | str, limits: LedgerLimits | None = None, on_commit: CommitObserver | None = None
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.limits = path, limits or LedgerLimits()
-        self._lock = threading.Lock()
-        self._closed = False
-        self.healthy = True
-        self._db = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=self.limits.busy_timeout_s
+        self.target, self.limits = target, limits or LedgerLimits()
+        self.db = open_database(target, self.limits, on_commit)
+        self.dialect = self.db.dialect
+        limits = self.limits
+        self.answers = AnswerStore(
+            self.dialect, limits.idempotency_window_s, limits.replay_ttl_s, limits.replay_store_bytes
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        migrate(self._db)
-        self._read_lock = threading.Lock()
-        self._reader = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=self.limits.busy_timeout_s
-        )
-        self._reader.execute("PRAGMA synchronous=FULL")
-        # Charges from concurrent requests share one transaction (see server.group_commit).
-        self._group = GroupCommit(
-            self._transaction, (QuotaExceededError, TaskLimitError, DuplicateRequestError), on_commit
-        )
-        self.keys = SqliteKeyStore(self._transaction, self._read)
-        self.reports = SqliteReports(self._read)
+        self.keys = SqlKeyStore(self._transaction, self._read)
+        self.reports = SqlReports(self._read, self.dialect)
+
+    @property
+    def healthy(self) -> bool:
+        return self.db.healthy
 
     def close(self) -> None:
-        with self._lock, self._read_lock:
-            self._closed = True
-            self._db.close()
-            self._reader.close()
+        self.db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT under the lock; any database failure is LedgerUnavailableError."""
-        with self._lock:
-            if self._closed:
-                raise LedgerUnavailableError("the ledger is closed (the server is shutting down)")
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                self.healthy = False
-                raise LedgerUnavailableError(f"cannot open a ledger transaction: {exc}") from exc
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                self.healthy = False
-                raise LedgerUnavailableError(f"the ledger cannot commit: {exc}") from exc
-            except BaseException:
-                self._rollback()
-                raise
-            self.healthy = True
-
-    def _rollback(self) -> None:
-        try:
-            self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # no transaction left to roll back
+    def _transaction(self) -> AbstractContextManager[Conn]:
+        return self.db.transaction()
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
-        return self._reading(lambda db: db.execute(sql, params).fetchall())
-
-    def _reading(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        with self._read_lock:
-            if self._closed:
-                raise LedgerUnavailableError("the ledger is closed (the server is shutting down)")
-            try:
-                return read(self._reader)
-            except sqlite3.Error as exc:
-                raise LedgerUnavailableError(f"cannot read the ledger: {exc}") from exc
+        return self.db.read(lambda db: [tuple(row) for row in db.execute(sql, params).fetchall()])
 
     # -- charges -------------------------------------------------------------------------------
 
@@ -201,28 +146,29 @@ class Ledger:
         """Commit one answered request: quota check, query row, key totals, the request id with its
         body hash and answer (``remember``), and a newly registered ``task``, all or nothing. Returns
         once committed; concurrent charges may share the commit, each still all or nothing."""
-        self._group.run(lambda db: self._charge_in(db, record, remember, task))
+        self.db.write(lambda db: self._charge_in(db, record, remember, task))
 
     def _charge_in(
         self,
-        db: sqlite3.Connection,
+        db: Conn,
         record: QueryRecord,
         remember: tuple[str, Answer | None] | None,
         task: StoredTask | None,
     ) -> None:
         now = time.time()
+        self._lock_key(db, record.key_id)
         self._check_quota(db, record)
         if task is not None:
             self._insert_task(db, task, now)
         if remember is not None and record.request_id is not None:
-            self._remember(db, record.key_id, record.request_id, remember, now)
+            self.answers.remember(db, record.key_id, record.request_id, remember, now)
         db.execute(
             "INSERT INTO queries (ts, key_id, endpoint, task_id, request_id, images, batch_passes,"
             " bytes, texts, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 now,
                 record.key_id,
-                record.endpoint,
+                Endpoint(record.endpoint).value,  # the name as text on either engine
                 record.task_id,
                 record.request_id,
                 record.images,
@@ -234,19 +180,33 @@ class Ledger:
         )
         db.execute(
             "INSERT INTO key_usage (key_id, requests, images, cost) VALUES (?, 1, ?, ?)"
-            " ON CONFLICT (key_id) DO UPDATE SET requests = requests + 1,"
-            " images = images + excluded.images, cost = cost + excluded.cost",
+            " ON CONFLICT (key_id) DO UPDATE SET requests = key_usage.requests + 1,"
+            " images = key_usage.images + excluded.images, cost = key_usage.cost + excluded.cost",
             (record.key_id, record.images, record.cost),
         )
 
-    def _check_quota(self, db: sqlite3.Connection, record: QueryRecord) -> None:
+    def _lock_key(self, db: Conn, key_id: str) -> None:
+        """With many writers (PostgreSQL), lock the key's totals row before reading anything of the key:
+        its charges on every replica then run one after the other, so a quota or a task count read here
+        cannot change before this transaction commits. The row is made first if the key has none yet
+        (rolled back with the charge if it is refused)."""
+        if not self.dialect.locks_rows:
+            return  # SQLite: BEGIN IMMEDIATE has one writer at a time already
+        db.execute(
+            "INSERT INTO key_usage (key_id, requests, images, cost) VALUES (?, 0, 0, 0)"
+            " ON CONFLICT (key_id) DO NOTHING",
+            (key_id,),
+        )
+        db.execute(f"SELECT images FROM key_usage WHERE key_id = ?{self.dialect.for_update}", (key_id,))
+
+    def _check_quota(self, db: Conn, record: QueryRecord) -> None:
         if record.images == 0 and record.cost == 0:
             return
         refusal = quota_state(db, record.key_id, self.limits.quota_images).refusal(record.images, record.cost)
         if refusal is not None:
             raise refusal
 
-    def _insert_task(self, db: sqlite3.Connection, task: StoredTask, now: float) -> None:
+    def _insert_task(self, db: Conn, task: StoredTask, now: float) -> None:
         if db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone():
             return
         count = db.execute("SELECT COUNT(*) FROM tasks WHERE key_id = ?", (task.key_id,)).fetchone()[0]
@@ -257,85 +217,14 @@ class Ledger:
             (task.task_id, task.key_id, json.dumps(task.class_names), json.dumps(task.templates), now),
         )
 
-    def _remember(
-        self,
-        db: sqlite3.Connection,
-        key_id: str,
-        request_id: str,
-        remember: tuple[str, Answer | None],
-        now: float,
-    ) -> None:
-        body_hash, answer = remember
-        if answer is not None and len(answer.content) > self.limits.replay_store_bytes:
-            answer = None  # larger than the whole store: remember the id, not the answer
-        expired_before = now - self.limits.idempotency_window_s
-        cursor = db.execute(
-            "INSERT INTO idempotency (key_id, request_id, body_hash, created, answer, media_type,"
-            " answer_bytes) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key_id, request_id) DO UPDATE SET"
-            " body_hash = excluded.body_hash, created = excluded.created, answer = excluded.answer,"
-            " media_type = excluded.media_type, answer_bytes = excluded.answer_bytes"
-            " WHERE idempotency.created < ?",  # only an id past its window may be reused
-            (
-                key_id,
-                request_id,
-                body_hash,
-                now,
-                answer.content if answer else None,
-                answer.media_type if answer else None,
-                len(answer.content) if answer else 0,
-                expired_before,
-            ),
-        )
-        if cursor.rowcount != 1:
-            raise DuplicateRequestError(request_id)
-        if answer is not None:
-            self._evict_answers(db)
-
-    def _evict_answers(self, db: sqlite3.Connection) -> None:
-        """Drop the oldest stored answers until they fit ``replay_store_bytes`` (ids are kept)."""
-        stored = db.execute("SELECT COALESCE(SUM(answer_bytes), 0) FROM idempotency").fetchone()[0]
-        excess = stored - self.limits.replay_store_bytes
-        while excess > 0:
-            rows = db.execute(
-                "SELECT rowid, answer_bytes FROM idempotency WHERE answer IS NOT NULL"
-                " ORDER BY created LIMIT 64"
-            ).fetchall()
-            if not rows:
-                return
-            for rowid, size in rows:
-                db.execute(
-                    "UPDATE idempotency SET answer = NULL, media_type = NULL, answer_bytes = 0"
-                    " WHERE rowid = ?",
-                    (rowid,),
-                )
-                excess -= size
-                if excess <= 0:
-                    return
-
     def recall(self, key_id: str, request_id: str) -> Remembered | None:
         """The request id's entry while inside its window; its answer only while inside the TTL."""
-        now = time.time()
-        rows = self._read(
-            "SELECT body_hash, created, answer, media_type FROM idempotency"
-            " WHERE key_id = ? AND request_id = ? AND created >= ?",
-            (key_id, request_id, now - self.limits.idempotency_window_s),
-        )
-        if not rows:
-            return None
-        body_hash, created, content, media_type = rows[0]
-        fresh = content is not None and created >= now - self.limits.replay_ttl_s
-        return Remembered(body_hash, created, Answer(bytes(content), media_type) if fresh else None)
+        return self.db.read(lambda db: self.answers.recall(db, key_id, request_id, time.time()))
 
     def prune(self) -> None:
         """Forget request ids past the window and answers past the TTL."""
-        now = time.time()
         with self._transaction() as db:
-            db.execute("DELETE FROM idempotency WHERE created < ?", (now - self.limits.idempotency_window_s,))
-            db.execute(
-                "UPDATE idempotency SET answer = NULL, media_type = NULL, answer_bytes = 0"
-                " WHERE answer IS NOT NULL AND created < ?",
-                (now - self.limits.replay_ttl_s,),
-            )
+            self.answers.prune(db, time.time())
 
     # -- rejections, heartbeat ---------------------------------------------------------------
 
@@ -346,20 +235,26 @@ class Ledger:
         with self._transaction() as db:
             db.executemany(
                 "INSERT INTO rejection_counts (key_id, route, status, code, count) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (key_id, route, status, code) DO UPDATE SET count = count + excluded.count",
-                [(*key, count) for key, count in counts.items()],
+                " ON CONFLICT (key_id, route, status, code) DO UPDATE"
+                " SET count = rejection_counts.count + excluded.count",
+                # in one order on every replica: two flushes lock shared rows without a deadlock
+                sorted((*key, count) for key, count in counts.items()),
             )
 
     def heartbeat(self) -> None:
         """A tiny committed write: proves (or disproves) that the ledger can commit."""
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('heartbeat', ?)", (time.time(),))
+            db.execute(
+                "INSERT INTO meta (name, value) VALUES ('heartbeat', ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (time.time(),),
+            )
 
     # -- reads -----------------------------------------------------------------------------------
 
     def quota(self, key_id: str) -> QuotaState:
         """The key's quotas and totals as last committed (the charge checks them again, atomically)."""
-        return self._reading(lambda db: quota_state(db, key_id, self.limits.quota_images))
+        return self.db.read(lambda db: quota_state(db, key_id, self.limits.quota_images))
 
     def images_used(self, key_id: str) -> int:
         rows = self._read("SELECT images FROM key_usage WHERE key_id = ?", (key_id,))
@@ -371,7 +266,14 @@ class Ledger:
             " SUM(cost) FROM queries WHERE key_id = ? GROUP BY endpoint ORDER BY endpoint",
             (key_id,),
         )
-        return {row[0]: dict(zip(_COUNT_COLUMNS, row[1:], strict=True)) for row in rows}
+        # PostgreSQL sums BIGINTs as NUMERIC: the counts are made ints here, the cost a float
+        return {
+            row[0]: {
+                name: (float if name == "cost" else int)(value)
+                for name, value in zip(_COUNT_COLUMNS, row[1:], strict=True)
+            }
+            for row in rows
+        }
 
     def rejections_by_status(self, key_id: str) -> dict[str, int]:
         rows = self._read(

@@ -1,18 +1,19 @@
-"""The SQLite ledger's ``api_keys`` table: the ``KeyStore`` of ``server.ledger_interface``, and the
-read of one key's limits that a charge makes inside its own transaction."""
+"""The ledger's ``api_keys`` table (SQLite or PostgreSQL, the same SQL): the ``KeyStore`` of
+``server.ledger_interface``, and the read of one key's limits that a charge makes inside its own
+transaction."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import astuple
 
+from server.ledger_db import Conn
 from server.ledger_interface import KeyExistsError, KeyLimits, KeyTotals, ManagedKey, UnknownKeyError
 
-__all__ = ["SqliteKeyStore", "limits_in"]
+__all__ = ["SqlKeyStore", "limits_in"]
 
-Transaction = Callable[[], AbstractContextManager[sqlite3.Connection]]
+Transaction = Callable[[], AbstractContextManager[Conn]]
 Read = Callable[[str, tuple], list[tuple]]
 
 _COLUMNS = "key_id, key_hash, label, created, revoked, quota_images, quota_cost, rate_per_s"
@@ -20,19 +21,29 @@ _COLUMNS = "key_id, key_hash, label, created, revoked, quota_images, quota_cost,
 
 def _key(row: tuple) -> ManagedKey:
     key_id, key_hash, label, created, revoked, quota_images, quota_cost, rate = row
-    return ManagedKey(key_id, key_hash, label, created, revoked, KeyLimits(quota_images, quota_cost, rate))
+    limits = KeyLimits(
+        None if quota_images is None else int(quota_images),
+        None if quota_cost is None else float(quota_cost),
+        None if rate is None else float(rate),
+    )
+    return ManagedKey(
+        key_id, key_hash, label, float(created), None if revoked is None else float(revoked), limits
+    )
 
 
-def limits_in(db: sqlite3.Connection, key_id: str) -> KeyLimits | None:
+def limits_in(db: Conn, key_id: str) -> KeyLimits | None:
     """The key's own limits, read on ``db`` (inside the caller's transaction); None for a key that is
     not in the table (a key from --api-keys or --keys-file)."""
     row = db.execute(
         "SELECT quota_images, quota_cost, rate_per_s FROM api_keys WHERE key_id = ?", (key_id,)
     ).fetchone()
-    return KeyLimits(*row) if row else None
+    if not row:
+        return None
+    quota_images, quota_cost, rate = row
+    return KeyLimits(quota_images if quota_images is None else int(quota_images), quota_cost, rate)
 
 
-class SqliteKeyStore:
+class SqlKeyStore:
     """Writes go through the ledger's writing transaction, reads through its reading connection."""
 
     def __init__(self, transaction: Transaction, read: Read) -> None:
@@ -74,7 +85,10 @@ class SqliteKeyStore:
 
     def totals(self) -> dict[str, KeyTotals]:
         rows = self._read("SELECT key_id, requests, images, cost FROM key_usage", ())
-        return {key_id: KeyTotals(requests, images, cost) for key_id, requests, images, cost in rows}
+        return {
+            key_id: KeyTotals(int(requests), int(images), float(cost))
+            for key_id, requests, images, cost in rows
+        }
 
     def _update(self, key_id: str, sql: str, values: tuple) -> None:
         with self._transaction() as db:

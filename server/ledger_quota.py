@@ -8,10 +8,10 @@ every key from ``--api-keys``/``--keys-file``, falls back to the server's ``--qu
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Literal
 
+from server.ledger_db import Conn
 from server.ledger_keys import limits_in
 
 __all__ = ["COST_TOLERANCE", "QuotaExceededError", "QuotaState", "quota_state"]
@@ -60,7 +60,7 @@ class QuotaState:
         return None if self.quota_cost is None else max(0.0, self.quota_cost - self.cost_used)
 
 
-def quota_state(db: sqlite3.Connection, key_id: str, default_images: int | None) -> QuotaState:
+def quota_state(db: Conn, key_id: str, default_images: int | None) -> QuotaState:
     row = db.execute("SELECT images, cost FROM key_usage WHERE key_id = ?", (key_id,)).fetchone()
     images_used, cost_used = (int(row[0]), float(row[1])) if row else (0, 0.0)
     own = limits_in(db, key_id)

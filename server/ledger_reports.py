@@ -1,13 +1,14 @@
-"""The SQLite ledger's usage reports (``UsageReports`` of ``server.ledger_interface``): charged requests
-row by row for an export, and one key's sums per hour or day for ``/v1/usage/periods``."""
+"""The ledger's usage reports, SQLite or PostgreSQL (``UsageReports`` of ``server.ledger_interface``):
+charged requests row by row for an export, and one key's sums per hour or day for ``/v1/usage/periods``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from server.ledger_db import Dialect
 from server.ledger_interface import PeriodTotals, QueryRow
 
-__all__ = ["SqliteReports"]
+__all__ = ["SqlReports"]
 
 Read = Callable[[str, tuple], list[tuple]]
 
@@ -23,12 +24,12 @@ def _window(since: float | None, until: float | None, key_id: str | None) -> tup
         if value is not None:
             clauses.append(clause)
             params.append(value)
-    return " AND ".join(clauses) or "1", tuple(params)
+    return " AND ".join(clauses) or "TRUE", tuple(params)
 
 
-class SqliteReports:
-    def __init__(self, read: Read) -> None:
-        self._read = read
+class SqlReports:
+    def __init__(self, read: Read, dialect: Dialect) -> None:
+        self._read, self._dialect = read, dialect
 
     def rows(self, since: float | None, until: float | None, key_id: str | None) -> Iterator[QueryRow]:
         where, params = _window(since, until, key_id)
@@ -48,9 +49,9 @@ class SqliteReports:
         self, key_id: str, period_s: int, since: float | None, until: float | None
     ) -> list[PeriodTotals]:
         where, params = _window(since, until, key_id)
-        # ts is positive, so CAST truncates to the period's floor
+        start = self._dialect.period_start.format(p="?")
         rows = self._read(
-            f"SELECT CAST(ts / ? AS INTEGER) * ? AS start, COUNT(*), SUM(images), SUM(cost) FROM queries"
+            f"SELECT {start} AS start, COUNT(*), SUM(images), SUM(cost) FROM queries"
             f" WHERE {where} GROUP BY start ORDER BY start",
             (period_s, period_s, *params),
         )

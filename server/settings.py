@@ -14,11 +14,20 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypedDict, Unpack
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from server.ledger_db import is_postgres_url, redact_url
 from shared.protocol import TaskLimits
 
-__all__ = ["ServerSettings", "SettingsError", "hash_api_key", "parse_args", "shipped_weights"]
+__all__ = [
+    "ServerSettings",
+    "SettingsError",
+    "hash_api_key",
+    "ledger_label",
+    "ledger_target",
+    "parse_args",
+    "shipped_weights",
+]
 
 ENV_PREFIX = "BLACKVIP_"
 
@@ -39,7 +48,8 @@ class ServerSettings(BaseModel):
     quick_gelu: Literal["auto", "on", "off"] = "auto"  # auto: on for OpenAI-pretrained tags (clip_model.py)
     seed: int = 0  # makes --random-init weights identical across restarts
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    ledger: Path = Path("blackvip-ledger.sqlite3")
+    # a SQLite file (the default), or a postgresql:// URL that replicas share (server.ledger_postgres)
+    ledger: Path | str = Path("blackvip-ledger.sqlite3")
     api_key_hashes: frozenset[str] = frozenset()
     ledger_keys: bool = False  # keys are required even before the ledger's keys table holds one
     keys_refresh_s: float = Field(2.0, gt=0.0)  # how often the ledger's keys table is re-read
@@ -69,6 +79,7 @@ class ServerSettings(BaseModel):
     replay_ttl_s: float = Field(900.0, ge=0.0)
     replay_store_mb: float = Field(256.0, ge=0.0)
     ledger_busy_timeout_s: float = Field(5.0, gt=0.0)
+    ledger_pool_size: int = Field(8, ge=1)  # PostgreSQL connections per server process
     rejection_flush_s: float = Field(5.0, gt=0.0)
     shutdown_grace_s: float = Field(30.0, ge=0.0)
     allow_open: bool = False
@@ -77,6 +88,11 @@ class ServerSettings(BaseModel):
     published_on: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: bool = True  # Prometheus text at /metrics, no key (README: Metrics)
+
+    @field_validator("ledger", mode="before")
+    @classmethod
+    def _ledger_target(cls, value: object) -> object:
+        return ledger_target(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _open_only_on_loopback(self) -> ServerSettings:
@@ -114,6 +130,7 @@ class ServerSettings(BaseModel):
         """The settings as saved with a run: everything but the key hashes."""
         data = self.model_dump(mode="json", exclude={"api_key_hashes"})
         data["api_keys"] = len(self.api_key_hashes)
+        data["ledger"] = ledger_label(self.ledger)  # a URL's password is never logged or saved
         return data
 
 
@@ -124,6 +141,16 @@ def shipped_weights(model: str) -> Path | None:
     """The checkpoint made in this repository for ``model`` (e.g. toy-digits), if there is one."""
     path = SHIPPED_WEIGHTS_DIR / f"{model}.pt"
     return path if path.is_file() else None
+
+
+def ledger_target(text: str) -> Path | str:
+    """``--ledger``: a ``postgresql://`` URL stays text, anything else is a SQLite file's path."""
+    return text if is_postgres_url(text) else Path(text)
+
+
+def ledger_label(target: Path | str) -> str:
+    """The ledger as it may be shown: a URL without its password."""
+    return str(target) if isinstance(target, Path) else redact_url(target)
 
 
 def is_loopback(host: str) -> bool:
@@ -208,7 +235,8 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--quick-gelu", "QuickGELU (OpenAI weights); auto: on for openai tags", choices=["auto", "on", "off"])
     add("--seed", "torch seed used before building the model", type=int)
     add("--device", "where the model runs", choices=["auto", "cpu", "cuda"])
-    add("--ledger", "SQLite file that counts every query", type=Path)
+    add("--ledger", "SQLite file, or postgresql://USER@HOST/DB shared by replicas (password: PGPASSWORD)",
+        type=ledger_target)  # fmt: skip
     add("--api-keys", "comma-separated API keys", default="")
     add("--keys-file", "file with one API key per line", type=Path)
     add("--ledger-keys", "require keys even while the ledger holds none ('blackvip-server keys create')",
@@ -239,6 +267,7 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--replay-ttl-s", "how long an answer is kept for a replay of its request id", type=float)
     add("--replay-store-mb", "most memory the stored answers may take in the ledger", type=float)
     add("--ledger-busy-timeout-s", "how long a commit waits for a locked ledger", type=float)
+    add("--ledger-pool-size", "PostgreSQL ledger: connections per server process", type=int)
     add("--rejection-flush-s", "how often rejected-request counts are written to the ledger", type=float)
     add("--shutdown-grace-s", "on SIGTERM, how long in-flight requests may finish", type=float)
     add("--allow-open", "serve with no API keys on a non-loopback address", action="store_true")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +29,21 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             time.sleep(0.05)
         client.settings = settings
         yield client
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """One PostgreSQL server for the session, on loopback (tests/engines.py); each test that needs a
+    ledger on it takes a fresh database."""
+    from tests.engines import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """A new, empty ledger on each engine: a SQLite file, or a fresh database's postgresql:// URL."""
+    if request.param == "sqlite":
+        return tmp_path / "ledger.sqlite3"
+    return request.getfixturevalue("postgres").database()

@@ -27,7 +27,7 @@ KEYS = ("key-alice", "key-bob")
 IMAGE_SIZE = 32  # tiny-vit's input
 
 
-def tiny_argv(ledger: Path, *extra: str) -> list[str]:
+def tiny_argv(ledger: Path | str, *extra: str) -> list[str]:
     return ["--model", "tiny-vit", "--random-init", "--ledger", str(ledger), "--device", "cpu", *extra]
 
 

@@ -1,7 +1,8 @@
 """``blackvip bench``: a grid of jobs (datasets x methods x seeds) against one server; its flags.
 
 Each job is a ``blackvip train`` subprocess writing to ``WORKDIR/<dataset>/<method>/seed<S>``;
-``--concurrency`` of them run at once. A job with a ``summary.json`` is finished and skipped; one
+``--concurrency`` of them run at once, here, or (``--executor ray``) each is a Ray task on a cluster
+(``--ray-address``) or on a Ray started here. A job with a ``summary.json`` is finished and skipped; one
 with a checkpoint is resumed (:mod:`client.training.grid`). At the end the table (markdown and CSV:
 mean and std test accuracy, training images, requests, cost, wall time) and one plot per dataset (test
 accuracy against training images queried) are written to WORKDIR (:mod:`client.training.grid_report`).
@@ -14,10 +15,10 @@ from pathlib import Path
 
 from client._exceptions import BlackVIPError
 from client.training.config import ENCODERS
-from client.training.grid import LocalExecutor, plan_grid, run_grid
+from client.training.grid import Executor, LocalExecutor, plan_grid, run_grid
 from client.training.grid_report import write_report
 
-__all__ = ["add_bench_flags", "add_plan_flags", "run_bench", "train_flags"]
+__all__ = ["add_bench_flags", "add_plan_flags", "executor_for", "run_bench", "train_flags"]
 
 _PASSED_ON = (
     "steps",
@@ -29,6 +30,7 @@ _PASSED_ON = (
     "subsample_classes",
     "encoder",
     "encoder_path",
+    "checkpoint_every",
 )
 
 
@@ -53,7 +55,20 @@ def add_plan_flags(parser: argparse.ArgumentParser, data_required: bool) -> None
 def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     add_plan_flags(parser, data_required=True)
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench"))
-    parser.add_argument("--concurrency", type=int, default=1, help="jobs running at once")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="jobs running at once (local, or on a Ray started here)"
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: subprocesses here; ray: one Ray task per job (pip install 'blackvip-sim[ray]')",
+    )
+    parser.add_argument(
+        "--ray-address",
+        help="a running Ray cluster (ray start --head prints it); default: start Ray here (--executor ray)",
+    )
+    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (resumable jobs)")
     parser.add_argument("--budget-images", type=int, help="training images per job")
     parser.add_argument(
         "--encoder",
@@ -67,12 +82,23 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
 def run_bench(args: argparse.Namespace) -> Path:
     """Run the grid the flags describe (see :mod:`client.training.grid`), then write its table and plots."""
     jobs = plan_grid(args.workdir, args.datasets, args.methods, args.seeds)
-    failed = run_grid(jobs, LocalExecutor(train_flags(args), args.concurrency))
+    failed = run_grid(jobs, executor_for(args))
     print(write_report(jobs, args.workdir))
     if failed:
         names = ", ".join(f"{job.name} (see {job.out.log})" for job in failed)
         raise BlackVIPError(f"{len(failed)} job(s) failed: {names}; rerun the same command to resume them")
     return args.workdir / "results.md"
+
+
+def executor_for(args: argparse.Namespace) -> Executor:
+    """The flags' executor: subprocesses here (the default), or Ray tasks."""
+    if args.executor == "local":
+        if args.ray_address:
+            raise BlackVIPError("--ray-address needs --executor ray")
+        return LocalExecutor(train_flags(args), args.concurrency)
+    from client.training.grid_ray import RayExecutor
+
+    return RayExecutor(train_flags(args), address=args.ray_address, local_cpus=max(1, args.concurrency))
 
 
 def train_flags(args: argparse.Namespace) -> list[str]:

@@ -2,9 +2,10 @@
 
 A job whose folder holds a summary is finished and skipped; one with a checkpoint is resumed. So a
 grid that was interrupted continues where it stopped when it is run again, and finished jobs are never
-run twice. Two executors: :class:`LocalExecutor` runs each job as a ``blackvip train`` subprocess
+run twice. Executors: :class:`LocalExecutor` runs each job as a ``blackvip train`` subprocess
 (``blackvip bench``), :class:`InProcessExecutor` runs them one after the other in this process (the
-benchmark scripts, which build each job's settings themselves).
+benchmark scripts, which build each job's settings themselves), and ``RayExecutor``
+(:mod:`client.training.grid_ray`) runs each as a Ray task (``blackvip bench --executor ray``).
 
 Imports no torch: ``blackvip bench`` plans, runs subprocesses and tabulates without it.
 """
@@ -29,6 +30,7 @@ __all__ = [
     "InProcessExecutor",
     "LocalExecutor",
     "finished_summaries",
+    "job_flags",
     "plan_grid",
     "run_grid",
 ]
@@ -75,6 +77,13 @@ def plan_grid(
     ]
 
 
+def job_flags(job: GridJob, flags: Sequence[str]) -> list[str]:
+    """The ``blackvip train`` flags of one job, before ``--resume`` (which depends on its folder when it
+    starts): its cell of the grid, its folder, and the flags every job gets."""
+    cell = ["--dataset", job.dataset, "--method", job.method, "--seed", str(job.seed)]
+    return [*cell, "--out", str(job.out.path), *flags]
+
+
 class Executor(Protocol):
     def run(self, jobs: Sequence[GridJob]) -> list[GridJob]:
         """Run the jobs (none of them finished); return those that failed."""
@@ -92,8 +101,7 @@ class LocalExecutor:
     command: Sequence[str] = TRAIN_COMMAND
 
     def argv(self, job: GridJob) -> list[str]:
-        job_flags = ["--dataset", job.dataset, "--method", job.method, "--seed", str(job.seed)]
-        argv = [*self.command, *job_flags, "--out", str(job.out.path), *self.flags]
+        argv = [*self.command, *job_flags(job, self.flags)]
         return argv + ["--resume"] if job.resumes() else argv
 
     def run(self, jobs: Sequence[GridJob]) -> list[GridJob]:

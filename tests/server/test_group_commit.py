@@ -36,16 +36,16 @@ def test_charges_waiting_for_a_commit_share_the_next_and_refusals_stay_their_own
         "b": (record("b", 3),),
         "dup": (record("dup-key", 1, request_id="r"), ("h", None)),
     }
-    with ledger._lock:  # the first charge leads and waits here; the others pile up behind it
+    with ledger.db._lock:  # the first charge leads and waits here; the others pile up behind it
         threads = {name: threading.Thread(target=charge, args=(name, *args)) for name, args in calls.items()}
         threads["first"].start()
         deadline = time.monotonic() + 10
-        while not ledger._group._leading:
+        while not ledger.db.group._leading:
             assert time.monotonic() < deadline
             time.sleep(0.005)
         for name in ("a-fits", "a-over", "b", "dup"):
             threads[name].start()
-            while len(ledger._group._pending) < list(calls).index(name):
+            while len(ledger.db.group._pending) < list(calls).index(name):
                 assert time.monotonic() < deadline
                 time.sleep(0.005)
     for thread in threads.values():
@@ -57,7 +57,7 @@ def test_charges_waiting_for_a_commit_share_the_next_and_refusals_stay_their_own
         "b": "charged",
         "dup": DuplicateRequestError,
     }
-    assert ledger._group.commits == 3  # the one before, the first alone, then the other four at once
+    assert ledger.db.group.commits == 3  # the one before, the first alone, then the other four at once
     with sqlite3.connect(tmp_path / "l.sqlite3") as db:
         rows = dict(db.execute("SELECT key_id, images FROM key_usage").fetchall())
         assert rows == {"a": 9, "b": 3, "dup-key": 1}

@@ -1,5 +1,6 @@
 """Request ids as idempotency keys, tried as an attacker would: replays, other bodies, other keys'
-ids, concurrent duplicates, expiry and the answer store's cap. Every answered image is charged once."""
+ids, concurrent duplicates, expiry and the answer store's cap. Every answered image is charged once.
+Each test runs on both ledger engines (a SQLite file, a PostgreSQL database: ``ledger_target``)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,8 @@ ALICE = {"Authorization": f"Bearer {KEYS[0]}"}
 BOB = {"Authorization": f"Bearer {KEYS[1]}"}
 
 
-def start(tmp_path: Path, *flags: str) -> TestClient:
-    settings = parse_args(
-        tiny_argv(tmp_path / "l.sqlite3", *flags), env={"BLACKVIP_API_KEYS": ",".join(KEYS)}
-    )
+def start(target: Path | str, *flags: str) -> TestClient:
+    settings = parse_args(tiny_argv(target, *flags), env={"BLACKVIP_API_KEYS": ",".join(KEYS)})
     client = TestClient(create_app(settings))
     client.__enter__()
     deadline = time.monotonic() + 60
@@ -42,8 +41,8 @@ def start(tmp_path: Path, *flags: str) -> TestClient:
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[TestClient]:
-    client = start(tmp_path, "--quota-images", "40")
+def api(ledger_target: Path | str) -> Iterator[TestClient]:
+    client = start(ledger_target, "--quota-images", "40")
     yield client
     client.__exit__(None, None, None)
 
@@ -164,8 +163,8 @@ def test_quota_is_atomic_with_the_charge_under_concurrency(api: TestClient) -> N
     assert images_charged(api) == 40
 
 
-def test_answers_expire_then_ids_expire(tmp_path: Path) -> None:
-    api = start(tmp_path, "--replay-ttl-s", "0.3", "--idempotency-window-s", "1.0")
+def test_answers_expire_then_ids_expire(ledger_target: Path | str) -> None:
+    api = start(ledger_target, "--replay-ttl-s", "0.3", "--idempotency-window-s", "1.0")
     try:
         task_id = task(api)
         assert logits(api, task_id, "r").status_code == 200
@@ -183,8 +182,8 @@ def test_answers_expire_then_ids_expire(tmp_path: Path) -> None:
         api.__exit__(None, None, None)
 
 
-def test_an_answer_over_the_store_cap_is_not_kept_and_never_recomputed(tmp_path: Path) -> None:
-    api = start(tmp_path, "--replay-store-mb", "0.00001")  # 10 bytes: no answer fits
+def test_an_answer_over_the_store_cap_is_not_kept_and_never_recomputed(ledger_target: Path | str) -> None:
+    api = start(ledger_target, "--replay-store-mb", "0.00001")  # 10 bytes: no answer fits
     try:
         task_id = task(api)
         assert logits(api, task_id, "r").status_code == 200

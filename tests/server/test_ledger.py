@@ -1,5 +1,8 @@
-"""The SQLite ledger on a real file: charges, quota inside the transaction, idempotency entries with
-their window, TTL and size cap, rejection counters, tasks, and the schema's versions."""
+"""The ledger's semantics, one suite on both engines (``ledger_target``: a real SQLite file and a real
+PostgreSQL database): charges, quota inside the transaction (concurrent ledgers, as replicas, never
+overrun it), idempotency entries with their window, TTL and size cap, rejection counters, tasks, and
+the schema's versions; then what only one engine has (SQLite's WAL and its first release's schema,
+PostgreSQL's lock timeout)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from server.ledger import (
@@ -43,8 +47,8 @@ def answer(size: int = 10) -> Answer:
     return Answer(b"x" * size, "application/msgpack")
 
 
-def test_counts_survive_reopening_and_are_per_key(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite3"
+def test_counts_survive_reopening_and_are_per_key(ledger_target: Path | str) -> None:
+    path = ledger_target
     ledger = Ledger(path)
     ledger.charge(record(images=4))
     ledger.charge(record(images=6))
@@ -62,8 +66,8 @@ def test_counts_survive_reopening_and_are_per_key(tmp_path: Path) -> None:
     assert reopened.load_task("t", "other") is None
 
 
-def test_request_ids_are_scoped_to_the_key_and_charged_once(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
+def test_request_ids_are_scoped_to_the_key_and_charged_once(ledger_target: Path | str) -> None:
+    ledger = Ledger(ledger_target)
     ledger.charge(record(request_id="r1"), remember=("hash-a", answer()))
     with pytest.raises(DuplicateRequestError):
         ledger.charge(record(request_id="r1"), remember=("hash-a", answer()))
@@ -75,9 +79,9 @@ def test_request_ids_are_scoped_to_the_key_and_charged_once(tmp_path: Path) -> N
     assert ledger.recall("k", "unknown") is None
 
 
-def test_answers_expire_before_ids_and_ids_after_their_window(tmp_path: Path) -> None:
+def test_answers_expire_before_ids_and_ids_after_their_window(ledger_target: Path | str) -> None:
     limits = LedgerLimits(idempotency_window_s=0.6, replay_ttl_s=0.2)
-    ledger = Ledger(tmp_path / "ledger.sqlite3", limits)
+    ledger = Ledger(ledger_target, limits)
     ledger.charge(record(request_id="r1"), remember=("h", answer()))
     time.sleep(0.3)
     seen = ledger.recall("k", "r1")
@@ -93,8 +97,8 @@ def test_answers_expire_before_ids_and_ids_after_their_window(tmp_path: Path) ->
     assert rows[0][0] == 1
 
 
-def test_stored_answers_stay_under_the_size_cap_oldest_dropped_first(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", LedgerLimits(replay_store_bytes=250))
+def test_stored_answers_stay_under_the_size_cap_oldest_dropped_first(ledger_target: Path | str) -> None:
+    ledger = Ledger(ledger_target, LedgerLimits(replay_store_bytes=250))
     for index in range(5):
         ledger.charge(record(request_id=f"r{index}"), remember=("h", answer(100)))
     stored = ledger._read("SELECT SUM(answer_bytes) FROM idempotency")[0][0]
@@ -105,8 +109,8 @@ def test_stored_answers_stay_under_the_size_cap_oldest_dropped_first(tmp_path: P
     assert ledger.recall("k", "big").answer is None
 
 
-def test_quota_is_checked_inside_the_charge_and_a_refusal_changes_nothing(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", LedgerLimits(quota_images=10))
+def test_quota_is_checked_inside_the_charge_and_a_refusal_changes_nothing(ledger_target: Path | str) -> None:
+    ledger = Ledger(ledger_target, LedgerLimits(quota_images=10))
     ledger.charge(record(images=6, request_id="a"), remember=("h", answer()))
     with pytest.raises(QuotaExceededError) as refused:
         ledger.charge(record(images=6, request_id="b"), remember=("h", answer()))
@@ -116,8 +120,8 @@ def test_quota_is_checked_inside_the_charge_and_a_refusal_changes_nothing(tmp_pa
     assert ledger.images_used("k") == 10
 
 
-def test_concurrent_charges_never_overrun_the_quota(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite3"
+def test_concurrent_charges_never_overrun_the_quota(ledger_target: Path | str) -> None:
+    path = ledger_target
     Ledger(path).close()
     ledgers = [Ledger(path, LedgerLimits(quota_images=100)) for _ in range(4)]  # 4 connections
     refused: list[int] = []
@@ -137,8 +141,8 @@ def test_concurrent_charges_never_overrun_the_quota(tmp_path: Path) -> None:
     assert ledgers[0].images_used("k") == 99 and len(refused) == 80 - 33
 
 
-def test_tasks_per_key_are_limited_and_re_registering_is_free(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", LedgerLimits(max_tasks_per_key=2))
+def test_tasks_per_key_are_limited_and_re_registering_is_free(ledger_target: Path | str) -> None:
+    ledger = Ledger(ledger_target, LedgerLimits(max_tasks_per_key=2))
     for name in ("t1", "t2"):
         ledger.charge(record(images=0), task=StoredTask(name, "k", ["a"], ["{}"]))
     ledger.charge(record(images=0), task=StoredTask("t1", "k", ["a"], ["{}"]))  # already there
@@ -209,3 +213,66 @@ def test_a_ledger_from_newer_code_is_refused(tmp_path: Path) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(SchemaError, match="newer blackvip-server"):
         Ledger(path)
+
+
+# -- PostgreSQL only -----------------------------------------------------------------------------
+
+
+def test_replicas_starting_together_create_the_schema_once(postgres) -> None:
+    url = postgres.database()
+    ledgers: list[Ledger] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            ledgers.append(Ledger(url))
+        except BaseException as exc:  # collected: a failure must fail the test, not vanish in a thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(ledgers) == 4
+    assert ledgers[0]._read("SELECT version FROM blackvip_schema") == [(SCHEMA_VERSION,)]
+    ledgers[1].charge(record(images=5))
+    assert ledgers[3].images_used("k") == 5  # one database behind every replica
+    for ledger in ledgers:
+        ledger.close()
+
+
+def test_a_postgres_ledger_from_newer_code_is_refused(postgres) -> None:
+    url = postgres.database()
+    Ledger(url).close()
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("UPDATE blackvip_schema SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(SchemaError, match="newer blackvip-server"):
+        Ledger(url)
+
+
+def test_a_charge_waits_for_a_locked_key_at_most_the_busy_timeout(postgres) -> None:
+    url = postgres.database()
+    ledger = Ledger(url, LedgerLimits(busy_timeout_s=0.3))
+    ledger.charge(record(images=1))
+    with psycopg.connect(url) as blocker:  # another replica's transaction holding the key's row
+        blocker.execute("SELECT images FROM key_usage WHERE key_id = 'k' FOR UPDATE")
+        with pytest.raises(LedgerUnavailableError, match="lock timeout"):
+            ledger.charge(record(images=2))
+        assert not ledger.healthy
+        ledger.charge(record(key="other", images=3))  # other keys are not held up
+        assert ledger.healthy
+    ledger.charge(record(images=2))
+    assert ledger.images_used("k") == 3
+    ledger.close()
+    with pytest.raises(LedgerUnavailableError):
+        ledger.charge(record())
+
+
+def test_an_unreachable_postgres_ledger_is_unavailable_and_its_password_is_not_shown() -> None:
+    from tests.helpers import free_port
+
+    url = f"postgresql://blackvip:hunter2@127.0.0.1:{free_port()}/blackvip"  # nothing listens there
+    with pytest.raises(LedgerUnavailableError, match=r"blackvip:\*\*\*@127\.0\.0\.1") as failed:
+        Ledger(url, LedgerLimits(busy_timeout_s=1.0))
+    assert "hunter2" not in str(failed.value)

@@ -1,6 +1,7 @@
-"""The ledger's keys table and usage reports on a real SQLite file: the schema's migration from
-version 2, the key store, per-key quotas checked inside the charge (concurrent charges included), and
-the per-request rows and per-period sums that exports and ``/v1/usage/periods`` read."""
+"""The ledger's keys table and usage reports: the SQLite schema's migration from version 2, then on
+both engines (a real SQLite file and a real PostgreSQL database) the key store, per-key quotas checked
+inside the charge (concurrent charges included), and the per-request rows and per-period sums that
+exports and ``/v1/usage/periods`` read."""
 
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def test_a_version_2_ledger_gains_the_keys_table_and_keeps_every_count(tmp_path:
     assert Ledger(path).keys.get("key-a").limits == KeyLimits(quota_images=3)  # survives reopening
 
 
-def test_the_key_store_creates_lists_revokes_and_changes_limits(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3")
+def test_the_key_store_creates_lists_revokes_and_changes_limits(ledger_target: Path | str) -> None:
+    ledger = Ledger(ledger_target)
     ledger.keys.create(managed("key-a", quota_images=10, rate_per_s=2.0))
     ledger.keys.create(managed("key-b"))
     with pytest.raises(KeyExistsError):
@@ -66,8 +67,8 @@ def test_the_key_store_creates_lists_revokes_and_changes_limits(tmp_path: Path) 
     assert ledger.keys.totals()["key-b"].images == 4
 
 
-def test_a_keys_own_quotas_and_the_servers_default(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3", LedgerLimits(quota_images=10))
+def test_a_keys_own_quotas_and_the_servers_default(ledger_target: Path | str) -> None:
+    ledger = Ledger(ledger_target, LedgerLimits(quota_images=10))
     ledger.keys.create(managed("own", quota_images=20, quota_cost=0.015))
     ledger.keys.create(managed("cost-only", quota_cost=1.0))
     ledger.charge(record("own", 12))  # above the default of 10: its own quota of 20 rules
@@ -84,8 +85,8 @@ def test_a_keys_own_quotas_and_the_servers_default(tmp_path: Path) -> None:
     assert ledger.images_used("own") == 15 and ledger.images_used("cost-only") == 10
 
 
-def test_concurrent_charges_never_cross_a_keys_quota(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3")
+def test_concurrent_charges_never_cross_a_keys_quota(ledger_target: Path | str) -> None:
+    ledger = Ledger(ledger_target)
     ledger.keys.create(managed("k", quota_images=100))
     sizes = [(7 * i) % 11 + 1 for i in range(60)]  # 1..11 images, 60 charges, far more than 100 in all
     refused: list[int] = []
@@ -110,8 +111,8 @@ def test_concurrent_charges_never_cross_a_keys_quota(tmp_path: Path) -> None:
     assert all(used + images > 100 for images in refused)  # each refusal was needed, even at the end
 
 
-def test_rows_and_period_sums_equal_the_ledgers_totals(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3")
+def test_rows_and_period_sums_equal_the_ledgers_totals(ledger_target: Path | str) -> None:
+    ledger = Ledger(ledger_target)
     with ledger._transaction() as db:  # rows at chosen times: around hour and day boundaries
         for ts, key, images in [(3599.5, "a", 1), (3600.0, "a", 2), (7300.0, "a", 4), (86_400.0, "a", 8),
                                 (3700.0, "b", 16)]:  # fmt: skip
@@ -133,8 +134,8 @@ def test_rows_and_period_sums_equal_the_ledgers_totals(tmp_path: Path) -> None:
     assert sum(row.images for row in everything) == sum(p.images for p in days) + 16
 
 
-def test_an_export_of_many_rows_streams_every_one_in_order(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3")
+def test_an_export_of_many_rows_streams_every_one_in_order(ledger_target: Path | str) -> None:
+    ledger = Ledger(ledger_target)
     with ledger._transaction() as db:
         db.executemany(
             "INSERT INTO queries (ts, key_id, endpoint, task_id, request_id, images, batch_passes, bytes,"

@@ -64,3 +64,20 @@ def test_empty_env_values_count_as_unset() -> None:
     settings = parse_args([], env=env)
     assert settings.random_init and settings.pretrained is None and settings.checkpoint is None
     assert settings.port == 8000
+
+
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_a_postgresql_ledger_url_stays_a_url_and_its_password_is_never_shown(source: str) -> None:
+    url = "postgresql://blackvip:hunter2@db.example:5432/blackvip"
+    argv = ["--model", "tiny-vit", "--random-init"]
+    settings = (
+        parse_args([*argv, "--ledger", url], env={})
+        if source == "flag"
+        else (parse_args(argv, env={"BLACKVIP_LEDGER": url}))
+    )
+    assert settings.ledger == url  # not a Path, which would fold the // of the URL
+    shown = settings.public_dict()["ledger"]
+    assert shown == "postgresql://blackvip:***@db.example:5432/blackvip" and "hunter2" not in str(
+        settings.public_dict()
+    )
+    assert parse_args([*argv, "--ledger", "runs/l.sqlite3"], env={}).ledger == Path("runs/l.sqlite3")

@@ -22,6 +22,7 @@ from client import (
     BlackVIPClient,
     BlackVIPError,
     EndpointCount,
+    GatewayError,
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
@@ -275,32 +276,50 @@ def test_error_status_maps_to_its_exception_and_is_not_retried(
     assert sdk.meter.requests == 0 and sdk.meter.by_endpoint == {}
 
 
-@pytest.mark.parametrize(("status", "exc_type"),
-                         [(418, APIStatusError), (502, ServerError), (504, ServerError)])
-def test_other_statuses_map_to_the_generic_classes_and_are_not_retried(
-    status: int, exc_type: type[APIStatusError]
-) -> None:
-    server = FakeServer(error_reply(status, ErrorCode.INTERNAL_ERROR, "odd"))
+def test_other_statuses_map_to_the_generic_classes_and_are_not_retried() -> None:
+    server = FakeServer(error_reply(418, ErrorCode.INTERNAL_ERROR, "odd"))
     with make_client(server) as sdk, pytest.raises(APIStatusError) as info:
         sdk.logits(TASK_ID, images_for(1))
-    assert type(info.value) is exc_type
-    assert not isinstance(info.value, ServerUnavailableError)
-    assert info.value.status == status
+    assert type(info.value) is APIStatusError
+    assert info.value.status == 418
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateways_502_or_504_is_retried_under_the_same_request_id(status: int) -> None:
+    # A load balancer's answer when the replica behind it died mid-request: the retry, with the same
+    # id, lands on another replica, which replays the answer if the first one had charged it.
+    expected = logits_for(2, seed=5)
+    server = FakeServer(raw_reply(status, b"<html>Bad Gateway</html>", "text/html"), logits_reply(expected))
+    with make_client(server) as sdk:
+        assert np.array_equal(sdk.logits(TASK_ID, images_for(2)), expected)
+    ids = {request.headers[REQUEST_ID_HEADER] for request in server.requests}
+    assert len(server.requests) == 2 and len(ids) == 1
+    assert sdk.meter.requests == 1
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_error_forever_raises_after_max_attempts(status: int) -> None:
+    server = FakeServer(error_reply(status, ErrorCode.INTERNAL_ERROR, "odd"))
+    with make_client(server) as sdk, pytest.raises(GatewayError) as info:
+        sdk.logits(TASK_ID, images_for(1))
+    assert isinstance(info.value, ServerError) and not isinstance(info.value, ServerUnavailableError)
+    assert info.value.status == status
+    assert len(server.requests) == NO_WAIT.max_attempts
 
 
 @pytest.mark.parametrize(
     ("status", "body", "exc_type", "snippet"),
     [
         (500, b"Internal Server Error", ServerError, "Internal Server Error"),
-        (502, b"<html><body>Bad Gateway</body></html>", ServerError, "Bad Gateway"),
+        (501, b"<html><body>Not Implemented</body></html>", ServerError, "Not Implemented"),
         (422, b"\x81\xa5error\xa3bad", InvalidInputError, "error"),  # msgpack, not JSON
         (401, b"", AuthenticationError, "''"),
         (429, b'{"detail": "slow down"}', QuotaExceededError, "slow down"),  # JSON, not an ErrorBody
         (404, b'{"error": {"code": "no_such_code", "message": "x"}}', NotFoundError, "no_such_code"),
         (400, b'{"error": {"code": "malformed_body"}}', BadRequestError, "malformed_body"),  # no message
     ],
-    ids=["text-500", "html-502", "msgpack-422", "empty-401", "json-429", "unknown-code-404",
+    ids=["text-500", "html-501", "msgpack-422", "empty-401", "json-429", "unknown-code-404",
          "no-message-400"],
 )
 def test_unexpected_error_body_gives_code_unknown(

@@ -152,3 +152,47 @@ def test_concurrency_runs_that_many_jobs_at_once(tmp_path: Path, concurrency: in
     executor = LocalExecutor(concurrency=concurrency, command=(sys.executable, "-c", program, str(gate)))
     failed = run_grid(jobs, executor)
     assert failed == ([] if concurrency == 2 else [jobs[0]])  # one at a time: the first waits alone
+
+
+def test_a_ray_task_decides_skip_or_resume_when_it_starts(tmp_path: Path) -> None:
+    from client.training.grid import job_flags
+    from client.training.grid_ray import run_train_job
+
+    done, stopped, fresh = plan_grid(tmp_path, ["eurosat"], ["blackvip"], [1, 2, 3])
+    stand_in = (
+        sys.executable,
+        "-c",
+        "import sys; print(' '.join(sys.argv[1:])); sys.exit('--seed 2' in ' '.join(sys.argv))",
+    )
+    done.out.write_summary(_summary(0.5, 120))
+    assert run_train_job(job_flags(done, []), str(done.out.path), stand_in) == 0  # finished: nothing run
+    assert not done.out.log.exists()
+    stopped.out.path.mkdir(parents=True)
+    stopped.out.checkpoint.write_bytes(b"left by the attempt whose worker died")
+    assert run_train_job(job_flags(stopped, ["--steps", "3"]), str(stopped.out.path), stand_in) == 1
+    assert stopped.out.log.read_text().strip().endswith("--steps 3 --resume")
+    assert run_train_job(job_flags(fresh, []), str(fresh.out.path), stand_in) == 0
+    assert "--resume" not in fresh.out.log.read_text()
+
+
+def test_the_bench_takes_its_executor_from_its_flags(tmp_path: Path) -> None:
+    import argparse
+
+    from client._exceptions import BlackVIPError
+    from client.cli.grid import add_bench_flags, executor_for
+    from client.training.grid_ray import RayExecutor
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url")
+    add_bench_flags(parser)
+    base = ["--data", str(tmp_path), "--datasets", "eurosat", "--checkpoint-every", "5"]
+    local = executor_for(parser.parse_args([*base, "--concurrency", "2"]))
+    assert isinstance(local, LocalExecutor) and local.concurrency == 2
+    assert local.flags[-2:] == ["--checkpoint-every", "5"]  # passed on to every job
+    on_ray = executor_for(
+        parser.parse_args([*base, "--executor", "ray", "--ray-address", "head.example:6379"])
+    )
+    assert isinstance(on_ray, RayExecutor) and on_ray.address == "head.example:6379"
+    assert on_ray.flags == local.flags
+    with pytest.raises(BlackVIPError, match="--executor ray"):
+        executor_for(parser.parse_args([*base, "--ray-address", "head.example:6379"]))
