@@ -26,7 +26,7 @@ from client._sdk import BlackVIPClient
 from client.cli.data import add_data_flags
 from client.cli.grid import add_bench_flags, add_plan_flags
 from client.training.config import METHODS, NO_FLAG, ConfigError, TrainConfig, build_config, dataset_presets
-from digits import TASK_NAMES
+from digits import TASK_NAMES, SourceUnavailableError
 
 __all__ = ["main", "parse_args"]
 
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobInterruptedError as exc:
         print(f"blackvip: stopped: {exc}", file=sys.stderr)
         return 3
-    except (BlackVIPError, ConfigError, FileNotFoundError) as exc:
+    except (BlackVIPError, ConfigError, FileNotFoundError, SourceUnavailableError) as exc:
         print(f"blackvip: error: {exc}", file=sys.stderr)
         return 1
     print(outcome.summary_path.read_text())
