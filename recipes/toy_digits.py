@@ -159,6 +159,18 @@ def zero_shot_table(model, tokenizer, split: str = "test", seed: int = 0) -> str
 
 
 def pretrain(args: argparse.Namespace) -> tuple[torch.nn.Module, object, list[float]]:
+    """The recipe's model, tokenizer and per-step losses, trained on ``args.threads`` torch threads (the
+    caller's thread count is restored afterwards: a test process keeps its own)."""
+    previous = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _train(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(args: argparse.Namespace) -> tuple[torch.nn.Module, object, list[float]]:
     import open_clip
 
     from server.clip_model import MODEL_CONFIG_DIR
@@ -199,8 +211,6 @@ def pretrain(args: argparse.Namespace) -> tuple[torch.nn.Module, object, list[fl
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     model, tokenizer, _ = pretrain(args)
     print(zero_shot_table(model, tokenizer), flush=True)  # held-out test splits, the template of the presets
     args.out.parent.mkdir(parents=True, exist_ok=True)
