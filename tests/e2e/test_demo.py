@@ -1,5 +1,8 @@
-"""`blackvip demo` on a fresh folder, offline: it starts the toy-digits server itself, runs zero-shot
-and a short seeded BlackVIP job on Loc-digits, prints the table and writes the plot."""
+"""`blackvip demo` on a fresh folder, offline: it starts the toy-digits server itself, runs zero-shot and a
+short seeded BlackVIP job on its default task (Loc on real MNIST digits), prints the table and writes the
+plot. 30 steps are too few for the accuracy to move on this task (bench/results/synthetic.md: the gain over
+zero-shot shows from ~300 steps); what they do move is the loss, on the training batches and on the test
+set, where the prompt already puts more probability on the border digit than zero-shot does."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import sys
 from pathlib import Path
 
 
-def test_demo_runs_offline_and_blackvip_improves_on_zero_shot(tmp_path: Path) -> None:
+def test_demo_runs_offline_on_real_mnist_and_blackvip_learns(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             sys.executable,
@@ -36,6 +39,8 @@ def test_demo_runs_offline_and_blackvip_improves_on_zero_shot(tmp_path: Path) ->
         "| method | test accuracy | training images queried | requests | cost | wall time (s) |"
         in done.stdout
     )
+    task = json.loads((tmp_path / "data" / "loc-mnist-digits-1x1" / "task.json").read_text())
+    assert task["spec"]["source"] == "mnist" and task["spec"]["kind"] == "loc"  # the default task
     (run_root,) = [p for p in tmp_path.iterdir() if p.is_dir() and p.name[0].isdigit()]
     plot = run_root / "accuracy_vs_images.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -48,6 +53,6 @@ def test_demo_runs_offline_and_blackvip_improves_on_zero_shot(tmp_path: Path) ->
         for line in (run_root / "blackvip" / "metrics.jsonl").read_text().splitlines()
     ]
     assert sum(losses[-10:]) < sum(losses[:10])  # the training loss went down
-    assert vip["evaluations"]["test"]["accuracy"] > zero["evaluations"]["test"]["accuracy"]  # improves
+    assert vip["evaluations"]["test"]["loss"] < zero["evaluations"]["test"]["loss"]  # and the test loss
     curve = (run_root / "blackvip" / "evals.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in curve] == [0, 10, 20, 30]
