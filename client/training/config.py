@@ -7,10 +7,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "DEFAULT_STEPS",
+    "LOW_RANK_ROWS",
     "FROM_EVALUATION",
     "NO_FLAG",
     "RESUMABLE",
@@ -26,6 +27,7 @@ __all__ = [
 
 METHODS = ("blackvip", "vp-spsa", "bar", "zeroshot")
 ENCODERS = ("random-pooled", "scratch", "mae", "vit-sup", "dino-rn50")
+LOW_RANK_ROWS = 8  # rows of the low-rank subspace's matrix: ZIP's 8 context tokens (here: no torch)
 DEFAULT_STEPS = 5000  # when neither --steps nor --epochs nor a preset sets the length
 PRESETS_FILE = Path(__file__).parent / "presets.toml"
 
@@ -76,8 +78,18 @@ class TrainConfig(BaseModel):
     gamma: float = 0.1
     o: float = 1.0
     q: int = Field(5, ge=1)
-    beta: float = 0.9
-    optimizer: Literal["spsa-gc", "spsa"] = "spsa-gc"
+    beta: float = 0.9  # SPSA-GC's momentum ("moms"); spsa-adam's first-moment decay
+    # the step SPSA takes with its estimate g (client/training/zo_rules.py): spsa-gc the seed's, spsa g,
+    # spsa-adam ZO-Adam, spsa-sign ZO-signSGD
+    optimizer: Literal["spsa-gc", "spsa", "spsa-adam", "spsa-sign"] = "spsa-gc"
+    beta2: float = Field(0.999, ge=0, lt=1)  # spsa-adam's second-moment decay
+    # clip the norm of g: "zip" at sqrt(values trained), ZIP's rule; "fixed" at --clip-threshold
+    clip: Literal["none", "zip", "fixed"] = "none"
+    clip_threshold: float | None = Field(None, gt=0)
+    # train z in a random subspace, w = w_0 + P z (client/training/subspace.py): its dimension, 0 = off
+    subspace_dim: int = Field(0, ge=0)
+    # ZIP's low-rank form of z within the subspace (U diag(s) V^T + b): its rank, 0 = off
+    subspace_rank: int = Field(0, ge=0)
     # Coordinator (blackvip)
     p_eps: float = 1.0
     # random-pooled: our offline toy encoder (pooled random conv + trigger); scratch: the seed's
@@ -103,6 +115,16 @@ class TrainConfig(BaseModel):
     max_wait_seconds: float = Field(120.0, ge=0, **_tags(RESUMABLE))
     # TensorBoard scalars in RUN/tensorboard/ (a view of the run's lines, so a resume may switch it on)
     tensorboard: bool = Field(False, **_tags(RESUMABLE))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if (self.clip == "fixed") != (self.clip_threshold is not None):
+            raise ValueError("--clip-threshold goes with --clip fixed, and --clip fixed needs it")
+        if self.subspace_rank and self.subspace_dim < LOW_RANK_ROWS:
+            raise ValueError(
+                f"--subspace-rank needs --subspace-dim of at least {LOW_RANK_ROWS} (its matrix's rows)"
+            )
+        return self
 
     def saved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -72,9 +72,12 @@ def test_each_method_trains_and_counts_what_it_spends(server, dataset, tmp_path,
     assert summary["steps"] == 6 and summary["stopped_because"] == "steps"
     assert summary["train"]["images"] == 6 * per_step * 12
     assert summary["train"]["requests"] == 6 + 1  # one request per step, plus the task registration
+    assert summary["train"]["forwards"] == 6 * per_step  # one perturbed batch of 12 each
     lines = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
-    assert {"loss", "accuracy", "train_images", "requests", "cost", "wall_time"} <= set(lines[0])
+    assert {"loss", "accuracy", "train_images", "forwards", "requests", "cost", "wall_time"} <= set(lines[0])
+    assert [line["forwards"] for line in lines] == [step * per_step for step in range(1, 7)]
+    assert all(line["train_images"] == 12 * line["forwards"] for line in lines)
     with BlackVIPClient(server.url) as api:
         after = api.usage().total
     spent = summary["train"]["images"] + summary["eval"]["images"]
