@@ -163,6 +163,51 @@ def test_killed_job_resumes_to_the_same_parameters(server, dataset, tmp_path) ->
     assert steps == list(range(1, 31))  # the killed run's extra lines were dropped
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--optimizer", "spsa-adam", "--a", "0.001", "--beta2", "0.99"),
+        ("--optimizer", "spsa-sign", "--a", "0.001", "--clip", "fixed", "--clip-threshold", "5"),
+        ("--optimizer", "spsa", "--clip", "zip", "--subspace-dim", "64", "--subspace-rank", "2"),
+        ("--q", "1", "--subspace-dim", "32"),
+    ],
+)
+def test_each_optimiser_option_trains_through_the_server_and_resumes_exactly(
+    server, dataset, tmp_path, options
+) -> None:
+    """Two steps, then two more with --resume, end where four straight steps do (prompt, optimiser
+    state, forwards); the prompt moved."""
+    common = (*options, "--seed", "2", "--checkpoint-every", "1")
+    straight = blackvip(*train_argv(server, dataset, tmp_path / "straight", *common, "--steps", "4"))
+    assert straight.returncode == 0, straight.stderr
+    first = blackvip(*train_argv(server, dataset, tmp_path / "split", *common, "--steps", "2"))
+    assert first.returncode == 0, first.stderr
+    second = blackvip(*train_argv(server, dataset, tmp_path / "split", *common, "--steps", "4", "--resume"))
+    assert second.returncode == 0, second.stderr
+    reference, resumed = (RunDir(tmp_path / name).load_checkpoint() for name in ("straight", "split"))
+    per_step = 2 * int(options[options.index("--q") + 1]) if "--q" in options else 10
+    assert reference["step"] == resumed["step"] == 4
+    assert reference["forwards"] == resumed["forwards"] == 4 * per_step
+    for name, tensor in reference["prompter"].items():
+        assert torch.equal(resumed["prompter"][name], tensor), name
+    assert _same(resumed["optimizer"], reference["optimizer"])
+    summary = json.loads(second.stdout)
+    assert summary["train"]["forwards"] == 4 * per_step
+    assert summary["train"]["images"] == 12 * 4 * per_step
+    saved = json.loads((tmp_path / "split" / "config.json").read_text())
+    initial, trained = _initial_and_trained_vectors(tmp_path / "split", saved)
+    assert not torch.equal(initial, trained)
+
+
+def _same(left: object, right: object) -> bool:
+    """Equal state: the same keys, tensors equal to the bit, other values equal."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+    if isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor):
+        return torch.equal(left, right)
+    return left == right
+
+
 def test_existing_run_is_not_overwritten_without_resume(server, dataset, tmp_path) -> None:
     assert blackvip(*train_argv(server, dataset, tmp_path / "once", "--steps", "2")).returncode == 0
     again = blackvip(*train_argv(server, dataset, tmp_path / "once", "--steps", "2"))
