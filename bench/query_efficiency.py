@@ -65,14 +65,34 @@ VARIANTS: dict[str, Variant] = {
     ),
     "subspace-500": Variant({"subspace_dim": 500}, "SPSA-GC in a random 500-d subspace"),
     "adam": Variant({"optimizer": "spsa-adam", "a": 0.001}, "ZO-Adam, a 0.001"),
+    "adam-a0.01": Variant({"optimizer": "spsa-adam", "a": 0.01}, "ZO-Adam, a 0.01"),
     "sign": Variant({"optimizer": "spsa-sign", "a": 0.001}, "ZO-signSGD, a 0.001"),
+    "sign-a0.003": Variant({"optimizer": "spsa-sign", "a": 0.003}, "ZO-signSGD, a 0.003"),
     "q1": Variant({"q": 1, "a": 0.002}, "SPSA-GC, q 1, a 0.002"),
     "q1-clip": Variant({"q": 1, "clip": "zip"}, "SPSA-GC, q 1, ZIP's clip"),
+    "b64": Variant({"batch_size": 64}, "SPSA-GC, batch 64"),
     "b32": Variant({"batch_size": 32}, "SPSA-GC, batch 32"),
     "b16": Variant({"batch_size": 16}, "SPSA-GC, batch 16"),
+    "b32-a0.02": Variant({"batch_size": 32, "a": 0.02}, "SPSA-GC, batch 32, a 0.02"),
+    "b32-a0.005": Variant({"batch_size": 32, "a": 0.005}, "SPSA-GC, batch 32, a 0.005"),
+    "b32-clip": Variant({"batch_size": 32, "clip": "zip"}, "SPSA-GC, batch 32, ZIP's clip"),
     # a random subspace needs a larger step: E[P g_z] = P P^T grad, about D / d of the full step
     "subspace-500-a0.4": Variant(
         {"subspace_dim": 500, "a": 0.4}, "SPSA-GC in a random 500-d subspace, a 0.4"
+    ),
+    "subspace-500-a1": Variant({"subspace_dim": 500, "a": 1.0}, "SPSA-GC in a random 500-d subspace, a 1"),
+    "b32-subspace-500-a0.8": Variant(
+        {"batch_size": 32, "subspace_dim": 500, "a": 0.8}, "SPSA-GC, batch 32, random 500-d subspace, a 0.8"
+    ),
+    "b32-subspace-200-a1": Variant(
+        {"batch_size": 32, "subspace_dim": 200, "a": 1.0}, "SPSA-GC, batch 32, random 200-d subspace, a 1"
+    ),
+    "b32-q1": Variant({"batch_size": 32, "q": 1, "a": 0.002}, "SPSA-GC, batch 32, q 1, a 0.002"),
+    "q1-subspace-500-a0.08": Variant(
+        {"q": 1, "subspace_dim": 500, "a": 0.08}, "SPSA-GC, q 1, random 500-d subspace, a 0.08"
+    ),
+    "b32-subspace-500-a0.4": Variant(
+        {"batch_size": 32, "subspace_dim": 500, "a": 0.4}, "SPSA-GC, batch 32, random 500-d subspace, a 0.4"
     ),
 }
 
