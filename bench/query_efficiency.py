@@ -63,6 +63,10 @@ VARIANTS: dict[str, Variant] = {
         {"optimizer": "spsa", "clip": "zip", "subspace_dim": 500, "subspace_rank": 5},
         "SPSA, ZIP's clip, low-rank subspace (D 500, rank 5)",
     ),
+    "zip-a0.4": Variant(
+        {"optimizer": "spsa", "clip": "zip", "subspace_dim": 500, "subspace_rank": 5, "a": 0.4},
+        "SPSA, ZIP's clip, low-rank subspace (D 500, rank 5), a 0.4",
+    ),
     "subspace-500": Variant({"subspace_dim": 500}, "SPSA-GC in a random 500-d subspace"),
     "adam": Variant({"optimizer": "spsa-adam", "a": 0.001}, "ZO-Adam, a 0.001"),
     "adam-a0.01": Variant({"optimizer": "spsa-adam", "a": 0.01}, "ZO-Adam, a 0.01"),

@@ -139,18 +139,19 @@ def render_task(task: str, inputs: ReportInputs, runs: dict[str, VariantRuns]) -
     lines += ["", "Val accuracy (%), the split variants are chosen on:", ""]
     lines += [f"| variant | {header} |", "|---|" + "---:|" * len(budgets)]
     scored = []
+    full = max(len(variant.summaries) for variant in runs.values())  # fewer seeds: a screening run
     for name, variant in runs.items():
         trained = variant.configs[0]["method"] != "zeroshot"
         cells = " | ".join(_pct(variant.at("val", b if trained else 0)) for b in budgets)
         lines.append(f"| {name} | {cells} |")
         at_select = variant.at("val", SELECT_AT)
-        if name not in ("seed", "zeroshot") and at_select is not None:
+        if name not in ("seed", "zeroshot") and at_select is not None and len(variant.summaries) == full:
             scored.append((statistics.mean(at_select), name))
     leaders = [name for _, name in sorted(scored, reverse=True)]
     if leaders:
         lines += [
             "",
-            f"Best on val at {SELECT_AT:,} images: **{leaders[0]}** "
+            f"Best on val at {SELECT_AT:,} images, of the variants run with {full} seeds: **{leaders[0]}** "
             f"({_settings(runs[leaders[0]].configs[0])}).",
         ]
     return lines + [""] + _ledger_table(runs), leaders
@@ -191,7 +192,11 @@ def render(inputs: ReportInputs) -> tuple[str, dict[str, dict[str, VariantRuns]]
     everything, leaders = {}, {}
     for task in tasks:
         loaded = {name: load_runs(inputs.workdir / task, name) for name in inputs.variants}
-        runs = {name: variant for name, variant in loaded.items() if variant is not None}
+        found = [(name, variant) for name, variant in loaded.items() if variant is not None]
+        # the seed and zero-shot first, then the variants with every seed, then the screening runs
+        most = max((len(variant.summaries) for _, variant in found), default=0)
+        order = {name: (name not in ("seed", "zeroshot"), len(v.summaries) < most) for name, v in found}
+        runs = dict(sorted(found, key=lambda item: order[item[0]]))
         if not runs:
             continue
         section, leaders[task] = render_task(task, inputs, runs)
@@ -210,7 +215,7 @@ def plot(task: str, runs: dict[str, VariantRuns], leaders: list[str], path: Path
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for colour, name in enumerate(n for n in ["seed", *leaders[:LEADERS]] if n in runs):
         variant = runs[name]
-        points = [p for p in variant.common_points("test") if p > 0 or name == "seed"]
+        points = variant.common_points("test")
         means = [statistics.mean(variant.at("test", p) or [0.0]) for p in points]
         spread = [statistics.stdev(v) if len(v := variant.at("test", p) or []) > 1 else 0.0 for p in points]
         axes.plot(points, means, marker="o", markersize=3, color=f"C{colour}", label=name)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from client.training.config import TrainConfig
+from client.training.config import TrainConfig, optimizer_rule
 from client.training.coordinator import Coordinator, build_encoder
 from client.training.prompters import (
     BarProgram,
@@ -71,7 +71,8 @@ def build_method(config: TrainConfig, info: InfoResponse, total_steps: int) -> M
 
 
 def build_spsa(config: TrainConfig) -> SPSA:
-    """SPSA with the settings' schedules, update rule and clipping (the defaults: the seed's SPSA-GC)."""
+    """SPSA with the settings' schedules, update rule and clipping (the defaults: the seed's SPSA-GC); a
+    named optimiser brings its rule, its settings came with the preset."""
     rules: dict[str, UpdateRule] = {
         "spsa-gc": GradientCorrection(config.beta),
         "spsa": Plain(),
@@ -86,7 +87,7 @@ def build_spsa(config: TrainConfig) -> SPSA:
         gamma=config.gamma,
         o=config.o,
         q=config.q,
-        rule=rules[config.optimizer],
+        rule=rules[optimizer_rule(config.optimizer)],
         clip=clip,
     )
 
