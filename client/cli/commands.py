@@ -96,6 +96,11 @@ def add_demo_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=50, help="steps between test evaluations")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="data, ledger and runs")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also BlackVIP with the named optimiser, on as many training images as the seed's SPSA-GC",
+    )
 
 
 def config_from(args: argparse.Namespace, **overrides: Any) -> TrainConfig:

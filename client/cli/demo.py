@@ -2,7 +2,9 @@
 through a real server.
 
 Starts ``blackvip-server`` on the small CLIP made here (unless ``--url`` names one), writes the task's
-image folders, runs both jobs, prints a table and plots test accuracy against training images queried.
+image folders, runs the jobs, prints a table and plots test accuracy against training images queried.
+With ``--compare`` BlackVIP also runs with the named optimiser ``COMPARED`` beside the seed's SPSA-GC,
+on as many training images and evaluated at the same training images.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ from pathlib import Path
 
 from client._exceptions import BlackVIPError
 from client.local_server import local_server
-from client.training.config import build_config
+from client.training.config import TrainConfig, build_config
 from client.training.loop import JobResult, run_job
+from client.training.plan import evaluations_per_step
 from digits import TASK_NAMES
 from digits.tasks import write_task_folder
 
-__all__ = ["render_table", "run_demo"]
+__all__ = ["COMPARED", "demo_configs", "equal_image_length", "render_table", "run_demo"]
 
 log = logging.getLogger(__name__)
+
+COMPARED = "spsa-gc-q1"  # the named optimiser --compare runs (bench/results/query_efficiency.md)
 
 
 def run_demo(args: argparse.Namespace) -> Path:
@@ -44,39 +49,58 @@ def run_demo(args: argparse.Namespace) -> Path:
     return run_root
 
 
+def demo_configs(args: argparse.Namespace, url: str, data: Path, run_root: Path) -> dict[str, TrainConfig]:
+    """The jobs by their label: zero-shot, BlackVIP with the seed's SPSA-GC for ``--steps``, and with
+    ``--compare`` BlackVIP with ``COMPARED`` for as many training images (its steps and evaluation
+    interval scaled by the images a step of each takes)."""
+    jobs = {"zeroshot": {"method": "zeroshot"}, "blackvip": {"method": "blackvip"}}
+    if args.compare:
+        jobs[f"blackvip-{COMPARED}"] = {"method": "blackvip", "optimizer": COMPARED}
+    configs = {}
+    for label, settings in jobs.items():
+        common = {"url": url, "api_key": args.api_key, "dataset": args.task, "data": data, "seed": args.seed}
+        length = {"steps": args.steps, "eval_every": args.eval_every}
+        configs[label] = build_config({**common, **settings, **length, "out": run_root / label})
+    if args.compare:
+        reference, compared = configs["blackvip"], configs[f"blackvip-{COMPARED}"]
+        configs[f"blackvip-{COMPARED}"] = compared.model_copy(update=equal_image_length(reference, compared))
+    return configs
+
+
+def equal_image_length(reference: TrainConfig, other: TrainConfig) -> dict[str, int]:
+    """``other``'s steps and evaluation interval for the training images of ``reference``'s."""
+    per_step = reference.batch_size * evaluations_per_step(reference)
+    other_per_step = other.batch_size * evaluations_per_step(other)
+    images = (reference.steps or 0) * per_step
+    every = reference.eval_every * per_step
+    if images % other_per_step or every % other_per_step:
+        raise BlackVIPError(
+            f"{other.optimizer} takes {other_per_step} training images a step: it cannot stop or evaluate at "
+            f"the seed's {images:,} and every {every:,}; choose --steps and --eval-every to fit"
+        )
+    return {"steps": images // other_per_step, "eval_every": every // other_per_step}
+
+
 def _jobs(args: argparse.Namespace, url: str, data: Path, run_root: Path) -> dict[str, JobResult]:
     results = {}
-    for method in ("zeroshot", "blackvip"):
-        config = build_config(
-            {
-                "url": url,
-                "api_key": args.api_key,
-                "method": method,
-                "dataset": args.task,
-                "data": data,
-                "out": run_root / method,
-                "seed": args.seed,
-                "steps": args.steps,
-                "eval_every": args.eval_every,
-            }
-        )
-        log.info("running %s", method)
-        results[method] = run_job(config)
+    for label, config in demo_configs(args, url, data, run_root).items():
+        log.info("running %s", label)
+        results[label] = run_job(config)
     return results
 
 
 def render_table(results: dict[str, JobResult]) -> str:
     rows = [
-        "| method | test accuracy | training images queried | requests | cost | wall time (s) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | test accuracy | training images queried | forwards | requests | cost | wall time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for method, result in results.items():
         summary = result.summary
         train, evaluation = summary.train, summary.eval
         rows.append(
             f"| {method} | {summary.evaluations['test']['accuracy']:.4f} | {train.images:,} | "
-            f"{train.requests + evaluation.requests:,} | {train.cost + evaluation.cost:.2f} | "
-            f"{summary.wall_time:.1f} |"
+            f"{train.forwards or 0:,} | {train.requests + evaluation.requests:,} | "
+            f"{train.cost + evaluation.cost:.2f} | {summary.wall_time:.1f} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -89,10 +113,12 @@ def _plot(results: dict[str, JobResult], path: Path, task: str) -> Path:
 
     figure, axes = plt.subplots(figsize=(6, 4))
     zero = results["zeroshot"].summary.evaluations["test"]["accuracy"]
-    curve = results["blackvip"].run.eval_lines()
-    axes.plot(
-        [p["train_images"] for p in curve], [p["accuracy"] for p in curve], marker="o", label="BlackVIP"
-    )
+    for label, result in results.items():
+        if label == "zeroshot":
+            continue
+        curve = [p for p in result.run.eval_lines() if p["split"] == "test"]
+        name = "BlackVIP (SPSA-GC)" if label == "blackvip" else f"BlackVIP ({COMPARED})"
+        axes.plot([p["train_images"] for p in curve], [p["accuracy"] for p in curve], marker="o", label=name)
     axes.axhline(zero, color="grey", linestyle="--", label=f"zero-shot ({zero:.3f})")
     axes.set(xlabel="training images queried", ylabel="test accuracy", title=f"{task} through the API")
     axes.legend()

@@ -7,25 +7,32 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "DEFAULT_STEPS",
+    "LOW_RANK_ROWS",
     "FROM_EVALUATION",
     "NO_FLAG",
     "RESUMABLE",
     "ENCODERS",
     "METHODS",
+    "RULES",
+    "SPSA_METHODS",
     "ConfigError",
     "TrainConfig",
     "batches_per_epoch",
     "build_config",
     "dataset_presets",
+    "optimizer_rule",
     "preset_values",
 ]
 
 METHODS = ("blackvip", "vp-spsa", "bar", "zeroshot")
+SPSA_METHODS = ("blackvip", "vp-spsa")
+RULES = ("spsa-gc", "spsa", "spsa-adam", "spsa-sign")  # SPSA's step rules (client/training/zo_rules.py)
 ENCODERS = ("random-pooled", "scratch", "mae", "vit-sup", "dino-rn50")
+LOW_RANK_ROWS = 8  # rows of the low-rank subspace's matrix: ZIP's 8 context tokens (here: no torch)
 DEFAULT_STEPS = 5000  # when neither --steps nor --epochs nor a preset sets the length
 PRESETS_FILE = Path(__file__).parent / "presets.toml"
 
@@ -76,8 +83,19 @@ class TrainConfig(BaseModel):
     gamma: float = 0.1
     o: float = 1.0
     q: int = Field(5, ge=1)
-    beta: float = 0.9
-    optimizer: Literal["spsa-gc", "spsa"] = "spsa-gc"
+    beta: float = 0.9  # SPSA-GC's momentum ("moms"); spsa-adam's first-moment decay
+    # the step SPSA takes with its estimate g (client/training/zo_rules.py): spsa-gc the seed's, spsa g,
+    # spsa-adam ZO-Adam, spsa-sign ZO-signSGD; or a named optimiser: a rule with the settings measured with
+    # it ([optimizers.NAME] in presets.toml)
+    optimizer: Literal["spsa-gc", "spsa", "spsa-adam", "spsa-sign", "spsa-gc-q1"] = "spsa-gc"
+    beta2: float = Field(0.999, ge=0, lt=1)  # spsa-adam's second-moment decay
+    # clip the norm of g: "zip" at sqrt(values trained), ZIP's rule; "fixed" at --clip-threshold
+    clip: Literal["none", "zip", "fixed"] = "none"
+    clip_threshold: float | None = Field(None, gt=0)
+    # train z in a random subspace, w = w_0 + P z (client/training/subspace.py): its dimension, 0 = off
+    subspace_dim: int = Field(0, ge=0)
+    # ZIP's low-rank form of z within the subspace (U diag(s) V^T + b): its rank, 0 = off
+    subspace_rank: int = Field(0, ge=0)
     # Coordinator (blackvip)
     p_eps: float = 1.0
     # random-pooled: our offline toy encoder (pooled random conv + trigger); scratch: the seed's
@@ -103,6 +121,16 @@ class TrainConfig(BaseModel):
     max_wait_seconds: float = Field(120.0, ge=0, **_tags(RESUMABLE))
     # TensorBoard scalars in RUN/tensorboard/ (a view of the run's lines, so a resume may switch it on)
     tensorboard: bool = Field(False, **_tags(RESUMABLE))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if (self.clip == "fixed") != (self.clip_threshold is not None):
+            raise ValueError("--clip-threshold goes with --clip fixed, and --clip fixed needs it")
+        if self.subspace_rank and self.subspace_dim < LOW_RANK_ROWS:
+            raise ValueError(
+                f"--subspace-rank needs --subspace-dim of at least {LOW_RANK_ROWS} (its matrix's rows)"
+            )
+        return self
 
     def saved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -142,20 +170,42 @@ def dataset_presets() -> list[str]:
     return sorted(_load_presets()["datasets"])
 
 
-def preset_values(dataset: str | None, method: str) -> dict[str, Any]:
-    """The method's defaults, then the dataset's template/steps and its per-method values."""
+def preset_values(dataset: str | None, method: str, optimizer: str | None = None) -> dict[str, Any]:
+    """The method's defaults, then the dataset's template/steps and its per-method values, then a named
+    optimiser's settings for the method."""
     presets = _load_presets()
     values = dict(presets["defaults"].get(method, {}))
-    if dataset is None:
-        return values
-    if dataset not in presets["datasets"]:
-        raise ConfigError(
-            f"no preset for dataset {dataset!r}; known: {', '.join(sorted(presets['datasets']))}"
-        )
-    entry = presets["datasets"][dataset]
-    values.update({k: v for k, v in entry.items() if k not in METHODS})
-    values.update(entry.get(method, {}))
+    if dataset is not None:
+        if dataset not in presets["datasets"]:
+            raise ConfigError(
+                f"no preset for dataset {dataset!r}; known: {', '.join(sorted(presets['datasets']))}"
+            )
+        entry = presets["datasets"][dataset]
+        values.update({k: v for k, v in entry.items() if k not in METHODS})
+        values.update(entry.get(method, {}))
+    if optimizer is not None and optimizer not in RULES and method in SPSA_METHODS:
+        values.update(_named_optimizer(presets, optimizer, method))
     return values
+
+
+def _named_optimizer(presets: dict[str, Any], optimizer: str, method: str) -> dict[str, Any]:
+    entry = presets.get("optimizers", {}).get(optimizer)
+    if entry is None:
+        return {}  # not a name of ours: the settings' validation names the choices
+    if method not in entry:
+        measured = ", ".join(k for k in entry if k in METHODS)
+        raise ConfigError(
+            f"--optimizer {optimizer} has settings for {measured} only (bench/results/query_efficiency.md); "
+            f"for {method} choose a step rule: {', '.join(RULES)}"
+        )
+    return dict(entry[method])
+
+
+def optimizer_rule(optimizer: str) -> str:
+    """The step rule an ``--optimizer`` stands on: itself, or a named optimiser's ``rule``."""
+    if optimizer in RULES:
+        return optimizer
+    return str(_load_presets()["optimizers"][optimizer]["rule"])
 
 
 def build_config(cli: dict[str, Any], config_file: Path | None = None) -> TrainConfig:
@@ -164,7 +214,7 @@ def build_config(cli: dict[str, Any], config_file: Path | None = None) -> TrainC
     from_file = _read_config_file(config_file) if config_file else {}
     method = given.get("method", from_file.get("method", "blackvip"))
     dataset = given.get("dataset", from_file.get("dataset"))
-    preset = preset_values(dataset, method)
+    preset = preset_values(dataset, method, given.get("optimizer", from_file.get("optimizer")))
     user = {**from_file, **given}
     if "epochs" in user and "steps" not in user:
         preset.pop("steps", None)  # the user's --epochs beats a preset's step count; --steps beats both

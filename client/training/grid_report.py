@@ -3,8 +3,9 @@
 ::
 
     WORKDIR/results.md      per (dataset, method): seeds, test accuracy (%) mean ± std over the seeds,
-                            and means of training images, requests and cost (training and evaluation)
-                            and wall time
+                            and means of training images, training forwards (perturbed batches, the
+                            unit of published query budgets), requests and cost (training and
+                            evaluation) and wall time
     WORKDIR/results.csv     the same rows, unrounded
     WORKDIR/<dataset>.png   test accuracy against training images queried, one line per job
 
@@ -33,6 +34,7 @@ class GridRow:
     accuracy_mean: float  # test accuracy, %
     accuracy_std: float  # sample std over the seeds; 0 for one seed
     train_images: float  # from here on: means over the seeds
+    forwards: float | None  # training; None if a run predates their counting
     requests: float  # training and evaluation
     cost: float  # training and evaluation
     wall_time: float  # seconds
@@ -56,21 +58,30 @@ def _row(dataset: str, method: str, runs: list[Summary]) -> GridRow:
         accuracy_mean=mean(accuracy),
         accuracy_std=statistics.stdev(accuracy) if len(runs) > 1 else 0.0,
         train_images=mean(run.train.images for run in runs),
+        forwards=_mean_forwards(runs),
         requests=mean(run.train.requests + run.eval.requests for run in runs),
         cost=mean(run.train.cost + run.eval.cost for run in runs),
         wall_time=mean(run.wall_time for run in runs),
     )
 
 
+def _mean_forwards(runs: list[Summary]) -> float | None:
+    counts = [run.train.forwards for run in runs]
+    known = [count for count in counts if count is not None]
+    return statistics.mean(known) if len(known) == len(counts) else None
+
+
 def markdown_table(rows: Sequence[GridRow]) -> str:
     lines = [
-        "| dataset | method | seeds | test accuracy (%) | training images | requests | cost | wall (s) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| dataset | method | seeds | test accuracy (%) | training images | forwards | requests | cost "
+        "| wall (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        forwards = "n/a" if row.forwards is None else f"{row.forwards:,.0f}"
         lines.append(
             f"| {row.dataset} | {row.method} | {row.seeds} | {row.accuracy_mean:.1f} ± "
-            f"{row.accuracy_std:.1f} | {row.train_images:,.0f} | {row.requests:,.0f} | "
+            f"{row.accuracy_std:.1f} | {row.train_images:,.0f} | {forwards} | {row.requests:,.0f} | "
             f"{row.cost:.2f} | {row.wall_time:.0f} |"
         )
     return "\n".join(lines) + "\n"

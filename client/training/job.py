@@ -68,6 +68,7 @@ class Job:
             "accuracy": accuracy,
             "lr": lr,
             "train_images": meter.images,
+            "forwards": self.state.forwards,
             "requests": meter.requests,
             "cost": self.cost(meter.images),
             "wall_time": round(self.state.elapsed(), 3),

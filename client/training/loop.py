@@ -148,6 +148,7 @@ def train_step(job: Job) -> StepResult:
         _diverged(job, problem)
     state.prompter.set_vector(result.params)
     state.step += 1
+    state.forwards += result.evaluations
     return result
 
 
@@ -198,11 +199,11 @@ def _summary(job: Job, reason: str, losses: list[float], evaluations: dict[str, 
         first_loss=losses[0] if losses else None,
         last_loss=losses[-1] if losses else None,
         evaluations=evaluations,
-        train=_spend(job, job.session.train_api.meter),
+        train=_spend(job, job.session.train_api.meter, job.state.forwards),
         eval=_spend(job, job.session.eval_api.meter),
         wall_time=round(job.state.elapsed(), 3),
     )
 
 
-def _spend(job: Job, meter: QueryMeter) -> Spend:
-    return Spend(meter.requests, meter.images, meter.bytes, job.cost(meter.images))
+def _spend(job: Job, meter: QueryMeter, forwards: int | None = None) -> Spend:
+    return Spend(meter.requests, meter.images, meter.bytes, job.cost(meter.images), forwards)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from client.training.config import TrainConfig
+from client.training.config import TrainConfig, optimizer_rule
 from client.training.coordinator import Coordinator, build_encoder
 from client.training.prompters import (
     BarProgram,
@@ -16,16 +16,22 @@ from client.training.prompters import (
     PixelSpace,
     Prompter,
 )
-from client.training.zo import RGF, SPSA
+from client.training.subspace import LowRankSubspace, RandomSubspace, Reparametrisation, SubspaceOptimizer
+from client.training.zo import RGF, SPSA, Optimizer
+from client.training.zo_rules import Adam, GradientCorrection, NormClip, Plain, Sign, UpdateRule
 from shared.protocol import InfoResponse, LossKind
 
-__all__ = ["Method", "bar_inner_size", "build_method", "method_input_size"]
+__all__ = ["Method", "bar_inner_size", "build_method", "build_spsa", "method_input_size"]
+
+# The projection's generator: a stream of its own, apart from the perturbations' (seeded with the
+# run's seed) and the crops' (seed + 1), even across the seeds of one grid.
+PROJECTION_SEED_OFFSET = 1_000_003
 
 
 @dataclass
 class Method:
     prompter: Prompter
-    optimizer: SPSA | RGF | None  # None: evaluation only (zero-shot)
+    optimizer: Optimizer | None  # None: evaluation only (zero-shot)
     loss_kind: LossKind
 
 
@@ -44,22 +50,13 @@ def build_method(config: TrainConfig, info: InfoResponse, total_steps: int) -> M
     torch.manual_seed(config.seed)  # decoder and prompt initialisations are part of the run's seed
     space = PixelSpace(info.mean, info.std)
     size = info.image_size
-    spsa = SPSA(
-        a=config.a,
-        c=config.c,
-        alpha=config.alpha,
-        gamma=config.gamma,
-        o=config.o,
-        q=config.q,
-        beta=config.beta,
-        gradient_correction=config.optimizer == "spsa-gc",
-    )
     if config.method == "blackvip":
         encoder = build_encoder(config.encoder, config.encoder_path, seed=config.seed)
         prompter: Prompter = CoordinatorPrompt(Coordinator(encoder, size), space, config.p_eps)
-        return Method(prompter, spsa, LossKind.CROSS_ENTROPY)
+        return _method(config, prompter, build_spsa(config), LossKind.CROSS_ENTROPY)
     if config.method == "vp-spsa":
-        return Method(PaddingPrompt(size, space, seed=config.seed), spsa, LossKind.CROSS_ENTROPY)
+        prompter = PaddingPrompt(size, space, seed=config.seed)
+        return _method(config, prompter, build_spsa(config), LossKind.CROSS_ENTROPY)
     if config.method == "bar":
         rgf = RGF(
             init_lr=config.init_lr,
@@ -68,5 +65,41 @@ def build_method(config: TrainConfig, info: InfoResponse, total_steps: int) -> M
             q=config.q,
             beta=config.rgf_beta,
         )
-        return Method(BarProgram(size, inner=bar_inner_size(size), seed=config.seed), rgf, LossKind.FOCAL)
+        prompter = BarProgram(size, inner=bar_inner_size(size), seed=config.seed)
+        return _method(config, prompter, rgf, LossKind.FOCAL)
     return Method(NoPrompt(), None, LossKind.CROSS_ENTROPY)
+
+
+def build_spsa(config: TrainConfig) -> SPSA:
+    """SPSA with the settings' schedules, update rule and clipping (the defaults: the seed's SPSA-GC); a
+    named optimiser brings its rule, its settings came with the preset."""
+    rules: dict[str, UpdateRule] = {
+        "spsa-gc": GradientCorrection(config.beta),
+        "spsa": Plain(),
+        "spsa-adam": Adam(config.beta, config.beta2),
+        "spsa-sign": Sign(),
+    }
+    clip = {"none": None, "zip": NormClip(), "fixed": NormClip(config.clip_threshold)}[config.clip]
+    return SPSA(
+        a=config.a,
+        c=config.c,
+        alpha=config.alpha,
+        gamma=config.gamma,
+        o=config.o,
+        q=config.q,
+        rule=rules[optimizer_rule(config.optimizer)],
+        clip=clip,
+    )
+
+
+def _method(config: TrainConfig, prompter: Prompter, optimizer: Optimizer, loss: LossKind) -> Method:
+    """The method, its optimiser moved into a random subspace of the prompt's parameters if asked."""
+    if not config.subspace_dim:
+        return Method(prompter, optimizer, loss)
+    d, seed = prompter.get_vector().numel(), config.seed + PROJECTION_SEED_OFFSET
+    reparam: Reparametrisation = (
+        LowRankSubspace(d, config.subspace_dim, config.subspace_rank, seed)
+        if config.subspace_rank
+        else RandomSubspace(d, config.subspace_dim, seed)
+    )
+    return Method(prompter, SubspaceOptimizer(optimizer, reparam), loss)

@@ -5,7 +5,8 @@
     RUN/
       config.json       the run's settings and the server's /v1/info, written at every start
       checkpoint.pt     everything a resume needs (written atomically every --checkpoint-every steps)
-      metrics.jsonl     one line per step: loss, accuracy, lr, training images, requests, cost, wall time
+      metrics.jsonl     one line per step: loss, accuracy, lr, training images, forwards, requests, cost,
+                        wall time
       evals.jsonl       one line per evaluation during training: step, training images, split, metrics
       summary.json      the finished run: :class:`Summary`
       evaluation.json   ``blackvip eval --run RUN``: a :class:`Summary` of the evaluation
@@ -28,12 +29,15 @@ __all__ = ["RunDir", "Spend", "Summary"]
 
 @dataclass(frozen=True)
 class Spend:
-    """What one client (training or evaluation) spent."""
+    """What one client (training or evaluation) spent. ``forwards``: the perturbed batches the optimiser
+    evaluated (one batch through the model each, ZIP's unit), for training; None for an evaluation and
+    for a run written before they were counted."""
 
     requests: int
     images: int
     bytes: int
     cost: float
+    forwards: int | None = None
 
 
 @dataclass(frozen=True)

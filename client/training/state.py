@@ -1,5 +1,6 @@
 """What moves while a job trains, and what a resume restores: the prompt's parameters and buffers,
-the optimiser's state, the step, the RNG streams and the batch sampler's position."""
+the optimiser's state, the step, the batch forwards spent, the RNG streams and the batch sampler's
+position."""
 
 from __future__ import annotations
 
@@ -12,20 +13,21 @@ import torch
 from client.data.sampler import BatchSampler
 from client.training.config import TrainConfig
 from client.training.prompters import Prompter
-from client.training.zo import RGF, SPSA
+from client.training.zo import Optimizer
 
 __all__ = ["TrainState"]
 
 
 class TrainState:
     def __init__(
-        self, config: TrainConfig, prompter: Prompter, optimizer: SPSA | RGF | None, train_size: int
+        self, config: TrainConfig, prompter: Prompter, optimizer: Optimizer | None, train_size: int
     ) -> None:
         self.prompter, self.optimizer = prompter, optimizer
         self.generator = torch.Generator().manual_seed(config.seed)  # perturbations
         self.augment_generator = torch.Generator().manual_seed(config.seed + 1)  # crops and flips
         self.sampler = BatchSampler(train_size, config.batch_size, config.seed)
         self.step, self.elapsed_before = 0, 0.0
+        self.forwards = 0  # perturbed batches evaluated (the optimiser's evaluations), all steps
         self.started = time.monotonic()
 
     def elapsed(self) -> float:
@@ -36,6 +38,7 @@ class TrainState:
         return copy.deepcopy(
             {
                 "step": self.step,
+                "forwards": self.forwards,
                 "prompter": _trainable_state(self.prompter),
                 "optimizer": self.optimizer.state_dict() if self.optimizer else None,
                 "torch_rng": self.generator.get_state(),
@@ -53,6 +56,9 @@ class TrainState:
         self.augment_generator.set_state(state["augment_rng"])
         self.sampler.load_state_dict(state["sampler"])
         self.step, self.elapsed_before = int(state["step"]), float(state["elapsed"])
+        # A checkpoint from before forwards were counted: every step of its optimisers took the same number.
+        per_step = self.optimizer.evaluations_per_step() if self.optimizer is not None else 0
+        self.forwards = int(state.get("forwards", self.step * per_step))
         self.started = time.monotonic()
 
 

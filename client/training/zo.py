@@ -4,9 +4,13 @@ They know nothing of HTTP or models: an oracle takes a list of candidate paramet
 returns one :class:`Evaluation` per candidate, so that a step's perturbed evaluations can be sent
 together (as few requests as the server's batch limit allows).
 
-- :class:`SPSA`: simultaneous perturbation, two-sided, q samples averaged, with or without the
-  seed's gradient correction (SPSA-GC). 2q evaluations per step.
+- :class:`SPSA`: simultaneous perturbation, two-sided, q samples averaged, its estimate optionally
+  clipped and turned into a step by an update rule (:mod:`client.training.zo_rules`: the seed's gradient
+  correction, SPSA-GC, by default; plain, Adam, sign). 2q evaluations per step.
 - :class:`RGF`: BAR's one-sided random-gradient-free estimate. q + 1 evaluations per step.
+
+Every evaluation is one perturbed batch through the model: ZIP's unit of query ("API calls"), counted
+by the training loop as the run's forwards.
 """
 
 from __future__ import annotations
@@ -14,11 +18,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-__all__ = ["RGF", "SPSA", "Evaluation", "LossOracle", "StepResult", "divergence", "spsa_perturbation"]
+from client.training.zo_rules import GradientCorrection, NormClip, UpdateRule
+
+__all__ = [
+    "RGF",
+    "SPSA",
+    "Evaluation",
+    "LossOracle",
+    "Optimizer",
+    "StepResult",
+    "divergence",
+    "spsa_perturbation",
+]
 
 
 @dataclass(frozen=True)
@@ -46,10 +61,23 @@ def spsa_perturbation(d: int, generator: torch.Generator) -> torch.Tensor:
     return sign * magnitude
 
 
-class SPSA:
-    """a_k = a / (k + o)^alpha, c_k = c / k^gamma, k counted from 1.
+class Optimizer(Protocol):
+    """What the training loop needs of an optimiser: SPSA, RGF, or one wrapped in a reparametrisation."""
 
-    With ``gradient_correction`` (SPSA-GC): m_1 = g, m_k = beta m_{k-1} + g, update g + beta m_k.
+    def evaluations_per_step(self) -> int: ...
+
+    def step(self, params: torch.Tensor, oracle: LossOracle, generator: torch.Generator) -> StepResult: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class SPSA:
+    """a_k = a / (k + o)^alpha, c_k = c / k^gamma, k counted from 1; g the mean of q two-sided estimates,
+    ``clip`` applied to g, then w <- w - a_k rule(g, k).
+
+    The default rule is the seed's SPSA-GC: m_1 = g, m_k = beta m_{k-1} + g, update g + beta m_k.
     """
 
     def __init__(
@@ -60,13 +88,13 @@ class SPSA:
         gamma: float,
         o: float = 1.0,
         q: int = 5,
-        beta: float = 0.9,
-        gradient_correction: bool = True,
+        rule: UpdateRule | None = None,
+        clip: NormClip | None = None,
     ) -> None:
         self.a, self.c, self.alpha, self.gamma, self.o = a, c, alpha, gamma, o
-        self.q, self.beta, self.gradient_correction = q, beta, gradient_correction
+        self.q, self.clip = q, clip
+        self.rule: UpdateRule = rule if rule is not None else GradientCorrection(0.9)
         self.k = 0
-        self.momentum: torch.Tensor | None = None
 
     def evaluations_per_step(self) -> int:
         return 2 * self.q
@@ -83,20 +111,20 @@ class SPSA:
             for i, p in enumerate(perturbations)
         ]
         gradient = torch.stack(estimates).mean(dim=0)  # (d,)
-        update = gradient
-        if self.gradient_correction:
-            self.momentum = gradient if self.k == 1 else self.beta * self.momentum + gradient
-            update = gradient + self.beta * self.momentum
+        if self.clip is not None:
+            gradient = self.clip(gradient)
+        update = self.rule.direction(gradient, self.k)
         # Like the seed, report the last sample pair's mean loss and accuracy.
         loss = (results[-2].loss + results[-1].loss) / 2.0
         accuracy = (results[-2].accuracy + results[-1].accuracy) / 2.0
         return StepResult(params - a_k * update, loss, accuracy, len(candidates), a_k)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "momentum": self.momentum}
+        return {"k": self.k, **self.rule.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.k, self.momentum = state["k"], state["momentum"]
+        self.k = state["k"]
+        self.rule.load_state_dict(state)
 
 
 class RGF:

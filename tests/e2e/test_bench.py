@@ -104,7 +104,8 @@ def _check_table(workdir: Path) -> None:
     assert [(r["dataset"], r["method"]) for r in rows] == [(d, m) for d in DATASETS for m in METHODS]
     lines = (workdir / "results.md").read_text().splitlines()
     assert lines[0] == (
-        "| dataset | method | seeds | test accuracy (%) | training images | requests | cost | wall (s) |"
+        "| dataset | method | seeds | test accuracy (%) | training images | forwards | requests | cost "
+        "| wall (s) |"
     )
     assert len(lines) == 2 + len(rows)
     for row, line in zip(rows, lines[2:], strict=True):
@@ -116,6 +117,7 @@ def _check_table(workdir: Path) -> None:
             "accuracy_mean": statistics.mean(accuracy),
             "accuracy_std": statistics.stdev(accuracy),
             "train_images": statistics.mean(run["train"]["images"] for run in runs),
+            "forwards": statistics.mean(run["train"]["forwards"] for run in runs),
             "requests": statistics.mean(run["train"]["requests"] + run["eval"]["requests"] for run in runs),
             "cost": statistics.mean(run["train"]["cost"] + run["eval"]["cost"] for run in runs),
             "wall_time": statistics.mean(run["wall_time"] for run in runs),
@@ -123,9 +125,10 @@ def _check_table(workdir: Path) -> None:
         assert {key: float(row[key]) for key in expected} == pytest.approx(expected)
         figures = (
             f"{expected['accuracy_mean']:.1f} ± {expected['accuracy_std']:.1f} | "
-            f"{expected['train_images']:,.0f} | {expected['requests']:,.0f} | "
+            f"{expected['train_images']:,.0f} | {expected['forwards']:,.0f} | {expected['requests']:,.0f} | "
             f"{expected['cost']:.2f} | {expected['wall_time']:.0f}"
         )
         assert line == f"| {row['dataset']} | {row['method']} | 2 | {figures} |"
         if row["method"] == "blackvip":
             assert expected["train_images"] == 3 * 4 * 10  # 3 steps x batch 4 x 2q
+            assert expected["forwards"] == 3 * 10  # 3 steps x 2q perturbed batches

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from client.cli.demo import COMPARED
+
 
 def test_demo_runs_offline_on_real_mnist_and_blackvip_learns(tmp_path: Path) -> None:
     done = subprocess.run(
@@ -36,7 +38,7 @@ def test_demo_runs_offline_on_real_mnist_and_blackvip_learns(tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (
-        "| method | test accuracy | training images queried | requests | cost | wall time (s) |"
+        "| method | test accuracy | training images queried | forwards | requests | cost | wall time (s) |"
         in done.stdout
     )
     task = json.loads((tmp_path / "data" / "loc-mnist-digits-1x1" / "task.json").read_text())
@@ -48,6 +50,7 @@ def test_demo_runs_offline_on_real_mnist_and_blackvip_learns(tmp_path: Path) -> 
     zero = json.loads((run_root / "zeroshot" / "summary.json").read_text())
     vip = json.loads((run_root / "blackvip" / "summary.json").read_text())
     assert zero["train"]["images"] == 0 and vip["train"]["images"] == 30 * 128 * 10
+    assert vip["train"]["forwards"] == 30 * 10
     losses = [
         json.loads(line)["loss"]
         for line in (run_root / "blackvip" / "metrics.jsonl").read_text().splitlines()
@@ -56,3 +59,34 @@ def test_demo_runs_offline_on_real_mnist_and_blackvip_learns(tmp_path: Path) -> 
     assert vip["evaluations"]["test"]["loss"] < zero["evaluations"]["test"]["loss"]  # and the test loss
     curve = (run_root / "blackvip" / "evals.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in curve] == [0, 10, 20, 30]
+
+
+def test_demo_compare_runs_the_named_optimiser_on_the_seeds_training_images(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "client.cli", "demo", "--compare", "--steps", "4", "--eval-every", "2"]
+        + ["--seed", "2", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_root,) = [p for p in tmp_path.iterdir() if p.is_dir() and p.name[0].isdigit()]
+    seed = json.loads((run_root / "blackvip" / "summary.json").read_text())
+    named = json.loads((run_root / f"blackvip-{COMPARED}" / "summary.json").read_text())
+    config = json.loads((run_root / f"blackvip-{COMPARED}" / "config.json").read_text())["config"]
+    assert config["optimizer"] == COMPARED
+    assert seed["train"]["images"] == named["train"]["images"] == 4 * 128 * 10
+    assert named["train"]["forwards"] == 4 * 128 * 10 // config["batch_size"]
+    curves = {
+        label: [
+            (p["step"], p["train_images"]) for p in map(json.loads, (run_root / label / "evals.jsonl").open())
+        ]
+        for label in ("blackvip", f"blackvip-{COMPARED}")
+    }
+    assert [images for _, images in curves["blackvip"]] == [0, 2560, 5120]
+    assert [images for _, images in curves[f"blackvip-{COMPARED}"]] == [0, 2560, 5120]  # the same points
+    table = done.stdout
+    for label in ("zeroshot", "blackvip", f"blackvip-{COMPARED}"):
+        assert f"| {label} | " in table
+    assert (run_root / "accuracy_vs_images.png").read_bytes()[:4] == b"\x89PNG"

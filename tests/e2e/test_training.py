@@ -72,9 +72,12 @@ def test_each_method_trains_and_counts_what_it_spends(server, dataset, tmp_path,
     assert summary["steps"] == 6 and summary["stopped_because"] == "steps"
     assert summary["train"]["images"] == 6 * per_step * 12
     assert summary["train"]["requests"] == 6 + 1  # one request per step, plus the task registration
+    assert summary["train"]["forwards"] == 6 * per_step  # one perturbed batch of 12 each
     lines = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
-    assert {"loss", "accuracy", "train_images", "requests", "cost", "wall_time"} <= set(lines[0])
+    assert {"loss", "accuracy", "train_images", "forwards", "requests", "cost", "wall_time"} <= set(lines[0])
+    assert [line["forwards"] for line in lines] == [step * per_step for step in range(1, 7)]
+    assert all(line["train_images"] == 12 * line["forwards"] for line in lines)
     with BlackVIPClient(server.url) as api:
         after = api.usage().total
     spent = summary["train"]["images"] + summary["eval"]["images"]
@@ -158,6 +161,51 @@ def test_killed_job_resumes_to_the_same_parameters(server, dataset, tmp_path) ->
         assert torch.equal(final["prompter"][name], tensor), name
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == list(range(1, 31))  # the killed run's extra lines were dropped
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--optimizer", "spsa-adam", "--a", "0.001", "--beta2", "0.99"),
+        ("--optimizer", "spsa-sign", "--a", "0.001", "--clip", "fixed", "--clip-threshold", "5"),
+        ("--optimizer", "spsa", "--clip", "zip", "--subspace-dim", "64", "--subspace-rank", "2"),
+        ("--q", "1", "--subspace-dim", "32"),
+    ],
+)
+def test_each_optimiser_option_trains_through_the_server_and_resumes_exactly(
+    server, dataset, tmp_path, options
+) -> None:
+    """Two steps, then two more with --resume, end where four straight steps do (prompt, optimiser
+    state, forwards); the prompt moved."""
+    common = (*options, "--seed", "2", "--checkpoint-every", "1")
+    straight = blackvip(*train_argv(server, dataset, tmp_path / "straight", *common, "--steps", "4"))
+    assert straight.returncode == 0, straight.stderr
+    first = blackvip(*train_argv(server, dataset, tmp_path / "split", *common, "--steps", "2"))
+    assert first.returncode == 0, first.stderr
+    second = blackvip(*train_argv(server, dataset, tmp_path / "split", *common, "--steps", "4", "--resume"))
+    assert second.returncode == 0, second.stderr
+    reference, resumed = (RunDir(tmp_path / name).load_checkpoint() for name in ("straight", "split"))
+    per_step = 2 * int(options[options.index("--q") + 1]) if "--q" in options else 10
+    assert reference["step"] == resumed["step"] == 4
+    assert reference["forwards"] == resumed["forwards"] == 4 * per_step
+    for name, tensor in reference["prompter"].items():
+        assert torch.equal(resumed["prompter"][name], tensor), name
+    assert _same(resumed["optimizer"], reference["optimizer"])
+    summary = json.loads(second.stdout)
+    assert summary["train"]["forwards"] == 4 * per_step
+    assert summary["train"]["images"] == 12 * 4 * per_step
+    saved = json.loads((tmp_path / "split" / "config.json").read_text())
+    initial, trained = _initial_and_trained_vectors(tmp_path / "split", saved)
+    assert not torch.equal(initial, trained)
+
+
+def _same(left: object, right: object) -> bool:
+    """Equal state: the same keys, tensors equal to the bit, other values equal."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+    if isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor):
+        return torch.equal(left, right)
+    return left == right
 
 
 def test_existing_run_is_not_overwritten_without_resume(server, dataset, tmp_path) -> None:

@@ -4,6 +4,7 @@ table and plots written from the jobs' summaries."""
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,9 @@ def _summary(accuracy: float, train_images: int, wall_time: float = 2.0) -> Summ
         stopped_because="steps",
         first_loss=1.0,
         last_loss=0.5,
-        train=Spend(requests=4, images=train_images, bytes=10, cost=train_images / 1000),
+        train=Spend(
+            requests=4, images=train_images, bytes=10, cost=train_images / 1000, forwards=train_images // 4
+        ),
         eval=Spend(requests=2, images=50, bytes=10, cost=0.05),
         wall_time=wall_time,
         evaluations={"test": {"accuracy": accuracy, "macro_f1": accuracy}},
@@ -124,10 +127,23 @@ def test_report_tabulates_the_finished_jobs_from_their_summaries(tmp_path: Path)
     assert float(rows[3]["accuracy_std"]) == 0.0
     assert float(rows[1]["requests"]) == 6 and float(rows[1]["cost"]) == pytest.approx(0.12 + 0.05)
     assert float(rows[1]["wall_time"]) == 1.5
-    assert table.splitlines()[3] == "| eurosat | blackvip | 2 | 25.0 ± 7.1 | 120 | 6 | 0.17 | 2 |"
+    assert float(rows[1]["forwards"]) == 30
+    assert table.splitlines()[3] == "| eurosat | blackvip | 2 | 25.0 ± 7.1 | 120 | 30 | 6 | 0.17 | 2 |"
     assert (tmp_path / "results.md").read_text() == table
     for dataset in ("eurosat", "dtd"):
         assert (tmp_path / f"{dataset}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_from_before_forwards_were_counted_show_none(tmp_path: Path) -> None:
+    old, new = plan_grid(tmp_path, ["eurosat"], ["blackvip"], [1, 2])
+    old_summary = _summary(0.5, 120).to_json()
+    del old_summary["train"]["forwards"]  # as written before the field existed
+    old.out.path.mkdir(parents=True)
+    old.out.summary.write_text(json.dumps(old_summary))
+    assert old.out.read_summary().train.forwards is None
+    new.out.write_summary(_summary(0.5, 120))
+    table = write_report([old, new], tmp_path)
+    assert table.splitlines()[2] == "| eurosat | blackvip | 2 | 50.0 ± 0.0 | 120 | n/a | 6 | 0.17 | 2 |"
 
 
 def test_a_grid_with_no_finished_job_has_an_empty_table_and_no_plot(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def _summary() -> Summary:
         stopped_because="steps",
         first_loss=2.5,
         last_loss=1.25,
-        train=Spend(requests=4, images=3840, bytes=100, cost=3.84),
+        train=Spend(requests=4, images=3840, bytes=100, cost=3.84, forwards=30),
         eval=Spend(requests=1, images=100, bytes=10, cost=0.1),
         wall_time=1.5,
         evaluations={"test": {"accuracy": 0.5}},
@@ -97,7 +97,8 @@ def test_summary_is_written_as_the_documented_json_and_read_back(tmp_path: Path)
     path = run.write_summary(_summary())
     assert path == tmp_path / "summary.json" and run.finished()
     data = json.loads(path.read_text())
-    assert data["train"] == {"requests": 4, "images": 3840, "bytes": 100, "cost": 3.84}
+    assert data["train"] == {"requests": 4, "images": 3840, "bytes": 100, "cost": 3.84, "forwards": 30}
+    assert data["eval"]["forwards"] is None
     assert data["evaluations"]["test"]["accuracy"] == 0.5 and data["stopped_because"] == "steps"
     assert run.read_summary() == _summary()
     other = run.write_summary(_summary(), run.evaluation)

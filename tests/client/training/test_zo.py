@@ -13,6 +13,7 @@ import torch
 from torch.testing import assert_close
 
 from client.training.zo import RGF, SPSA, Evaluation, StepResult, spsa_perturbation
+from client.training.zo_rules import GradientCorrection, Plain
 
 
 class CountingOracle:
@@ -43,8 +44,8 @@ def _quadratic(target: list[float]) -> Callable[[list[float]], float]:
 def _optimisers(total_steps: int) -> dict[str, tuple[SPSA | RGF, int]]:
     q = 5
     return {
-        "spsa-gc": (SPSA(a=0.01, c=0.01, alpha=0.4, gamma=0.1, q=q, beta=0.9), 2 * q),
-        "spsa": (SPSA(a=0.05, c=0.01, alpha=0.4, gamma=0.1, q=q, gradient_correction=False), 2 * q),
+        "spsa-gc": (SPSA(a=0.01, c=0.01, alpha=0.4, gamma=0.1, q=q, rule=GradientCorrection(0.9)), 2 * q),
+        "spsa": (SPSA(a=0.05, c=0.01, alpha=0.4, gamma=0.1, q=q, rule=Plain()), 2 * q),
         "rgf": (RGF(init_lr=0.2, min_lr=0.01, total_steps=total_steps, q=q, beta=0.01), q + 1),
     }
 
@@ -109,14 +110,23 @@ def _loss_2d(w: list[float]) -> float:
     return (w[0] - 1.0) ** 2 + 2.0 * (w[1] + 0.5) ** 2 + 0.3 * w[0] + 0.5 * w[0] ** 3 + w[1] ** 4
 
 
-def _spsa_by_hand(
-    w0: list[float], seed: int, steps: int, gradient_correction: bool, q: int = 1
+Direction = Callable[[list[float], int], list[float]]  # (g, k) -> the step's direction, by hand
+
+
+def spsa_by_hand(
+    w0: list[float],
+    seed: int,
+    steps: int,
+    direction: Direction,
+    q: int = 1,
+    clip: Callable[[list[float]], list[float]] | None = None,
+    schedule: tuple[float, float, float, float, float] = (0.1, 0.3, 0.5, 0.2, 1.0),
 ) -> tuple[list[list[float]], list[float]]:
-    """The seed's SPSA(-GC) in plain Python floats; returns w_1..w_steps and each a_k."""
-    a, c, alpha, gamma, o, beta = 0.1, 0.3, 0.5, 0.2, 1.0, 0.9
+    """SPSA in plain Python floats on ``_loss_2d``: the seed's estimate, ``clip`` on it, then
+    w <- w - a_k direction(g, k); returns w_1..w_steps and each a_k. ``schedule``: a, c, alpha, gamma, o."""
+    a, c, alpha, gamma, o = schedule
     generator = torch.Generator().manual_seed(seed)
     w = list(w0)
-    momentum: list[float] | None = None
     trajectory, rates = [], []
     for k in range(1, steps + 1):
         a_k = a / (k + o) ** alpha
@@ -130,28 +140,40 @@ def _spsa_by_hand(
             difference = _loss_2d(w_plus) - _loss_2d(w_minus)
             for j in range(2):
                 g[j] += difference / (2.0 * c_k * delta[j]) / q  # mean over the q samples
-        if gradient_correction:
-            if k == 1:
-                momentum = list(g)
-            else:
-                assert momentum is not None
-                momentum = [beta * momentum[j] + g[j] for j in range(2)]
-            update = [g[j] + beta * momentum[j] for j in range(2)]
-        else:
-            update = g
+        if clip is not None:
+            g = clip(g)
+        update = direction(g, k)
         w = [w[j] - a_k * update[j] for j in range(2)]
         trajectory.append(w)
         rates.append(a_k)
     return trajectory, rates
 
 
+def gradient_correction_by_hand(beta: float) -> Direction:
+    """The seed's SPSA-GC: m_1 = g, m_k = beta m_{k-1} + g, direction g + beta m_k."""
+    momentum: list[float] = []
+
+    def direction(g: list[float], k: int) -> list[float]:
+        momentum[:] = list(g) if k == 1 else [beta * m + gj for m, gj in zip(momentum, g, strict=True)]
+        return [gj + beta * m for gj, m in zip(g, momentum, strict=True)]
+
+    return direction
+
+
+def _spsa_by_hand(
+    w0: list[float], seed: int, steps: int, gradient_correction: bool, q: int = 1
+) -> tuple[list[list[float]], list[float]]:
+    """The seed's SPSA(-GC) in plain Python floats; returns w_1..w_steps and each a_k."""
+    direction = gradient_correction_by_hand(0.9) if gradient_correction else (lambda g, k: g)
+    return spsa_by_hand(w0, seed, steps, direction, q)
+
+
 @pytest.mark.parametrize(("gradient_correction", "q"), [(True, 1), (False, 1), (True, 2)])
 def test_spsa_matches_the_seed_rule_step_by_step(gradient_correction: bool, q: int) -> None:
     seed, w0 = 7, [0.25, -0.75]
     expected, rates = _spsa_by_hand(w0, seed, 3, gradient_correction, q)
-    optimiser = SPSA(
-        a=0.1, c=0.3, alpha=0.5, gamma=0.2, o=1.0, q=q, beta=0.9, gradient_correction=gradient_correction
-    )
+    rule = GradientCorrection(0.9) if gradient_correction else Plain()
+    optimiser = SPSA(a=0.1, c=0.3, alpha=0.5, gamma=0.2, o=1.0, q=q, rule=rule)
     oracle = CountingOracle(_loss_2d, 2)
     generator = torch.Generator().manual_seed(seed)
     w = torch.tensor(w0)
@@ -171,7 +193,8 @@ def test_spsa_gc_and_plain_spsa_differ_after_the_first_step() -> None:
     """The real optimisers, same perturbations: SPSA-GC's first update is (1 + beta) times plain SPSA's."""
     trajectories = {}
     for correction in (True, False):
-        optimiser = SPSA(a=0.1, c=0.3, alpha=0.5, gamma=0.2, q=1, beta=0.9, gradient_correction=correction)
+        rule = GradientCorrection(0.9) if correction else Plain()
+        optimiser = SPSA(a=0.1, c=0.3, alpha=0.5, gamma=0.2, q=1, rule=rule)
         generator, w = torch.Generator().manual_seed(7), torch.tensor([0.25, -0.75])
         steps = []
         for _ in range(3):

@@ -1,0 +1,196 @@
+"""Query efficiency of the zeroth-order options: BlackVIP on the offline digit tasks with the seed's
+SPSA-GC and with each variant (update rule, clipping, subspace, pairs q, batch size), at equal
+training-image budgets, over several seeds, every job through a real toy-digits server started here.
+
+    python bench/query_efficiency.py                                   # every variant, the default budgets
+    python bench/query_efficiency.py --variants seed b32 --budgets 64000 160000
+    python bench/query_efficiency.py --report-only                     # tabulate what has finished
+
+Each job runs to the largest budget and evaluates val and test every time its training images reach a
+multiple of the budgets' greatest common step, so one run gives its accuracy at every budget. Each job
+queries under an API key of its own, so the server's ledger tells what it spent (``ledger.json`` in the
+job's folder, read after the grid). Finished jobs are reused and a stopped one resumes, so an interrupted
+run continues; a finished job is not lengthened by a later, larger budget. The report
+(bench/query_efficiency_report.py) covers every variant with a finished job in the work folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial, reduce
+from pathlib import Path
+from typing import Any
+
+from query_efficiency_report import ReportInputs, write_report
+
+from client import BlackVIPClient
+from client.local_server import local_server
+from client.training.config import TrainConfig, build_config
+from client.training.grid import GridJob, InProcessExecutor, finished_summaries, run_grid
+from client.training.plan import evaluations_per_step
+from client.training.rundir import RunDir
+from digits.tasks import write_task_folder
+
+__all__ = ["BUDGETS", "VARIANTS", "Variant", "job_config", "main", "plan"]
+
+log = logging.getLogger("query_efficiency")
+
+BUDGETS = (64_000, 128_000, 160_000, 256_000, 640_000)  # training images; 160k: the issue's target
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Settings over the task's BlackVIP preset (the seed's SPSA-GC: a 0.01, c 0.01, q 5, batch 128)."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+VARIANTS: dict[str, Variant] = {
+    "seed": Variant({}, "the seed's SPSA-GC"),
+    "zeroshot": Variant({"method": "zeroshot"}, "no prompt"),
+    # ZIP's update: plain SPSA with the estimate's norm clipped at sqrt(d), in the full space
+    "zip-clip": Variant({"optimizer": "spsa", "clip": "zip"}, "SPSA, ZIP's clip"),
+    "gc-zip-clip": Variant({"clip": "zip"}, "SPSA-GC, ZIP's clip"),
+    # ZIP's recipe: intrinsic dimension 500, rank 5, clip, plain SPSA
+    "zip": Variant(
+        {"optimizer": "spsa", "clip": "zip", "subspace_dim": 500, "subspace_rank": 5},
+        "SPSA, ZIP's clip, low-rank subspace (D 500, rank 5)",
+    ),
+    "zip-a0.4": Variant(
+        {"optimizer": "spsa", "clip": "zip", "subspace_dim": 500, "subspace_rank": 5, "a": 0.4},
+        "SPSA, ZIP's clip, low-rank subspace (D 500, rank 5), a 0.4",
+    ),
+    "subspace-500": Variant({"subspace_dim": 500}, "SPSA-GC in a random 500-d subspace"),
+    "adam": Variant({"optimizer": "spsa-adam", "a": 0.001}, "ZO-Adam, a 0.001"),
+    "adam-a0.01": Variant({"optimizer": "spsa-adam", "a": 0.01}, "ZO-Adam, a 0.01"),
+    "sign": Variant({"optimizer": "spsa-sign", "a": 0.001}, "ZO-signSGD, a 0.001"),
+    "sign-a0.003": Variant({"optimizer": "spsa-sign", "a": 0.003}, "ZO-signSGD, a 0.003"),
+    "q1": Variant({"q": 1, "a": 0.002}, "SPSA-GC, q 1, a 0.002"),
+    "q1-clip": Variant({"q": 1, "clip": "zip"}, "SPSA-GC, q 1, ZIP's clip"),
+    "b64": Variant({"batch_size": 64}, "SPSA-GC, batch 64"),
+    "b32": Variant({"batch_size": 32}, "SPSA-GC, batch 32"),
+    "b16": Variant({"batch_size": 16}, "SPSA-GC, batch 16"),
+    "b32-a0.02": Variant({"batch_size": 32, "a": 0.02}, "SPSA-GC, batch 32, a 0.02"),
+    "b32-a0.005": Variant({"batch_size": 32, "a": 0.005}, "SPSA-GC, batch 32, a 0.005"),
+    "b32-clip": Variant({"batch_size": 32, "clip": "zip"}, "SPSA-GC, batch 32, ZIP's clip"),
+    # a random subspace needs a larger step: E[P g_z] = P P^T grad, about D / d of the full step
+    "subspace-500-a0.4": Variant(
+        {"subspace_dim": 500, "a": 0.4}, "SPSA-GC in a random 500-d subspace, a 0.4"
+    ),
+    "subspace-500-a1": Variant({"subspace_dim": 500, "a": 1.0}, "SPSA-GC in a random 500-d subspace, a 1"),
+    "b32-subspace-500-a0.8": Variant(
+        {"batch_size": 32, "subspace_dim": 500, "a": 0.8}, "SPSA-GC, batch 32, random 500-d subspace, a 0.8"
+    ),
+    "b32-subspace-200-a1": Variant(
+        {"batch_size": 32, "subspace_dim": 200, "a": 1.0}, "SPSA-GC, batch 32, random 200-d subspace, a 1"
+    ),
+    "b32-q1": Variant({"batch_size": 32, "q": 1, "a": 0.002}, "SPSA-GC, batch 32, q 1, a 0.002"),
+    "q1-subspace-500-a0.08": Variant(
+        {"q": 1, "subspace_dim": 500, "a": 0.08}, "SPSA-GC, q 1, random 500-d subspace, a 0.08"
+    ),
+    "b32-subspace-500-a0.4": Variant(
+        {"batch_size": 32, "subspace_dim": 500, "a": 0.4}, "SPSA-GC, batch 32, random 500-d subspace, a 0.4"
+    ),
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/query_efficiency.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["loc-digits-1x1"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS), help="training images")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench-query-efficiency"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/query_efficiency.md"))
+    parser.add_argument("--report-only", action="store_true", help="tabulate finished jobs, run nothing")
+    return parser.parse_args(argv)
+
+
+def plan(args: argparse.Namespace) -> list[GridJob]:
+    """A job per task, variant and seed in WORKDIR/<task>/<variant>/seed<S> (zero-shot: seed 1 only)."""
+    jobs = []
+    for task in args.tasks:
+        for variant in args.variants:
+            method = VARIANTS[variant].settings.get("method", "blackvip")
+            for seed in args.seeds[:1] if method == "zeroshot" else args.seeds:
+                out = RunDir(args.workdir / task / variant / f"seed{seed}")
+                jobs.append(GridJob(task, method, seed, out, variant=variant))
+    return jobs
+
+
+def job_key(job: GridJob) -> str:
+    """The job's API key: its ledger rows are its own."""
+    return f"qe-{job.dataset}-{job.label}-seed{job.seed}"
+
+
+def job_config(args: argparse.Namespace, url: str, job: GridJob) -> TrainConfig:
+    variant = VARIANTS[job.label]
+    base = {
+        "url": url,
+        "api_key": job_key(job),
+        "dataset": job.dataset,
+        "data": write_task_folder(job.dataset, args.workdir / "data" / job.dataset),  # kept if complete
+        "seed": job.seed,
+        "out": job.out.path,
+        "eval_splits": ["val", "test"],
+    }
+    config = build_config({**base, **variant.settings})
+    per_step = config.batch_size * evaluations_per_step(config)
+    if not per_step:
+        return config  # zero-shot: evaluation only
+    return config.model_copy(update=run_length(args.budgets, per_step, job.label))
+
+
+def run_length(budgets: Sequence[int], per_step: int, label: str) -> dict[str, int]:
+    """Steps to the largest budget, and evaluations at every budget (their steps' greatest common divisor)."""
+    steps = []
+    for budget in budgets:
+        if budget % per_step:
+            raise SystemExit(f"{label}: {per_step} training images a step do not divide the budget {budget}")
+        steps.append(budget // per_step)
+    return {"steps": max(steps), "budget_images": max(budgets), "eval_every": reduce(math.gcd, steps)}
+
+
+def record_ledger(url: str, jobs: Sequence[GridJob]) -> None:
+    """What the server's ledger charged each finished job's key, per endpoint, into ``ledger.json``."""
+    for job in finished_summaries(jobs):
+        with BlackVIPClient(url, job_key(job)) as api:
+            usage = api.usage()
+        counts = {name: usage.by_endpoint[name].model_dump() for name in usage.by_endpoint}
+        record = {"key_id": usage.key_id, "by_endpoint": counts, "total": usage.total.model_dump()}
+        (job.out.path / "ledger.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def run_all(args: argparse.Namespace) -> None:
+    jobs = plan(args)
+    keys = ",".join(job_key(job) for job in jobs)
+    with local_server(args.workdir, "--api-keys", keys) as url:
+        failed = run_grid(jobs, InProcessExecutor(partial(job_config, args, url)))
+        record_ledger(url, jobs)
+    if failed:
+        log.warning("%d jobs failed: %s", len(failed), ", ".join(job.name for job in failed))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        run_all(args)
+    budgets = sorted({*BUDGETS, *args.budgets})
+    inputs = ReportInputs(args.workdir, list(VARIANTS), {k: v.note for k, v in VARIANTS.items()}, budgets)
+    table = write_report(inputs, args.out)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""bench/query_efficiency.py at miniature budgets: it starts its own toy-digits server, runs each variant
+under a key of its own, records what the ledger charged each job, and reports accuracy at every budget
+from the jobs' evaluations; run again, it reuses the finished jobs and charges nothing more."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from client.training.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[2]
+BUDGETS = ("2560", "5120")  # 2 and 4 steps of the seed's 1,280 images, 8 and 16 of batch 32's 320
+
+
+def _bench(workdir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, str(ROOT / "bench" / "query_efficiency.py"), "--workdir", str(workdir)]
+    return subprocess.run(
+        [*argv, "--out", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def _test_accuracy(run: RunDir, images: int) -> float:
+    return next(
+        p["accuracy"] for p in run.eval_lines() if (p["split"], p["train_images"]) == ("test", images)
+    )
+
+
+def test_variants_run_through_the_server_and_the_ledger_counts_each_job(tmp_path: Path) -> None:
+    workdir, out = tmp_path / "work", tmp_path / "results" / "qe.md"
+    grid = ("--variants", "seed", "zeroshot", "b32", "--seeds", "1", "2", "--budgets", *BUDGETS)
+    done = _bench(workdir, out, *grid)
+    assert done.returncode == 0, done.stderr[-3000:]
+    task = workdir / "loc-digits-1x1"
+    runs = {(v, s): RunDir(task / v / f"seed{s}") for v in ("seed", "b32") for s in (1, 2)}
+    for (variant, _), run in runs.items():
+        summary = run.read_summary()
+        batch = 128 if variant == "seed" else 32
+        assert summary.train.images == 5120 and summary.train.forwards == 5120 // batch
+        ledger = json.loads((run.path / "ledger.json").read_text())
+        assert ledger["by_endpoint"]["loss"]["images"] == summary.train.images  # the ledger = the meter
+        assert ledger["by_endpoint"]["loss"]["requests"] == summary.train.requests - 1  # - registration
+        assert ledger["by_endpoint"]["logits"]["images"] == summary.eval.images
+        # evaluations at 0 and at each budget, on val and test
+        points = {(p["split"], p["train_images"]) for p in run.eval_lines()}
+        assert points == {(split, images) for split in ("val", "test") for images in (0, 2560, 5120)}
+    keys = {json.loads((run.path / "ledger.json").read_text())["key_id"] for run in runs.values()}
+    assert len(keys) == 4  # one key per job
+    zero = RunDir(task / "zeroshot" / "seed1").read_summary()
+    assert zero.train.images == 0 and not (task / "zeroshot" / "seed2").exists()
+
+    table = out.read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| b32 |"))
+    accuracy = [100 * _test_accuracy(runs["b32", s], 5120) for s in (1, 2)]
+    cell = f"{statistics.mean(accuracy):.1f} ± {statistics.stdev(accuracy):.1f}"
+    assert "| 2 | q 5, batch 32, a 0.01, spsa-gc | 10 |" in row and cell in row
+    assert "not run" in row  # the default budgets beyond 5,120 images
+    assert (tmp_path / "results" / "qe-loc-digits-1x1.png").read_bytes()[:4] == b"\x89PNG"
+
+    ledger_before = (runs["seed", 1].path / "ledger.json").read_text()
+    again = _bench(workdir, out, *grid)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 to run" in again.stderr
+    assert (runs["seed", 1].path / "ledger.json").read_text() == ledger_before  # nothing charged again
