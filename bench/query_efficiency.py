@@ -73,6 +73,8 @@ VARIANTS: dict[str, Variant] = {
     "sign": Variant({"optimizer": "spsa-sign", "a": 0.001}, "ZO-signSGD, a 0.001"),
     "sign-a0.003": Variant({"optimizer": "spsa-sign", "a": 0.003}, "ZO-signSGD, a 0.003"),
     "q1": Variant({"q": 1, "a": 0.002}, "SPSA-GC, q 1, a 0.002"),
+    # the named optimiser chosen from this screen (presets.toml [optimizers.spsa-gc-q1]: q 1, a 0.002)
+    "spsa-gc-q1": Variant({"optimizer": "spsa-gc-q1"}, "--optimizer spsa-gc-q1 (SPSA-GC, q 1, a 0.002)"),
     "q1-clip": Variant({"q": 1, "clip": "zip"}, "SPSA-GC, q 1, ZIP's clip"),
     "b64": Variant({"batch_size": 64}, "SPSA-GC, batch 64"),
     "b32": Variant({"batch_size": 32}, "SPSA-GC, batch 32"),
@@ -109,6 +111,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS), help="training images")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-query-efficiency"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/query_efficiency.md"))
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="serve these toy-digits weights instead of the shipped ones (e.g. an earlier checkpoint from git)",
+    )
     parser.add_argument("--report-only", action="store_true", help="tabulate finished jobs, run nothing")
     return parser.parse_args(argv)
 
@@ -171,7 +178,8 @@ def record_ledger(url: str, jobs: Sequence[GridJob]) -> None:
 def run_all(args: argparse.Namespace) -> None:
     jobs = plan(args)
     keys = ",".join(job_key(job) for job in jobs)
-    with local_server(args.workdir, "--api-keys", keys) as url:
+    weights = ["--checkpoint", str(args.checkpoint)] if args.checkpoint else []
+    with local_server(args.workdir, "--api-keys", keys, *weights) as url:
         failed = run_grid(jobs, InProcessExecutor(partial(job_config, args, url)))
         record_ledger(url, jobs)
     if failed:
