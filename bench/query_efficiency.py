@@ -114,7 +114,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint",
         type=Path,
-        help="serve these toy-digits weights instead of the shipped ones (e.g. an earlier checkpoint from git)",
+        help="serve these toy-digits weights, not the shipped ones (e.g. an earlier checkpoint from git)",
     )
     parser.add_argument("--report-only", action="store_true", help="tabulate finished jobs, run nothing")
     return parser.parse_args(argv)

@@ -21,8 +21,6 @@ __all__ = ["ReportInputs", "VariantRuns", "load_runs", "render", "write_report"]
 
 SELECT_AT = 160_000  # the budget the best variant is chosen at (on val): the issue's target budget
 TARGET_AT = 640_000  # the seed's accuracy there is what the others must reach
-# bench/results/synthetic.md (seed's SPSA-GC, 3 seeds) where this bench has not run the seed to 640k
-PUBLISHED_TARGET = {"loc-digits-1x1": 0.463}
 LEADERS = 3  # variants drawn beside the seed
 
 
@@ -79,12 +77,10 @@ def _pct(values: list[float] | None) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
 
 
-def _target(task: str, seed: VariantRuns | None) -> tuple[float | None, str]:
+def _target(seed: VariantRuns | None) -> tuple[float | None, str]:
     measured = seed.at("test", TARGET_AT) if seed else None
     if measured is not None:
         return statistics.mean(measured), f"the seed's {TARGET_AT:,}-image test accuracy measured here"
-    if task in PUBLISHED_TARGET:
-        return PUBLISHED_TARGET[task], "the seed's 640k-image accuracy in bench/results/synthetic.md"
     return None, "no seed run to 640k images"
 
 
@@ -115,7 +111,7 @@ def _settings(config: dict[str, Any]) -> str:
 
 def render_task(task: str, inputs: ReportInputs, runs: dict[str, VariantRuns]) -> tuple[list[str], list[str]]:
     """The task's section and its leaders on val at SELECT_AT (best first, the seed excluded)."""
-    target, source = _target(task, runs.get("seed"))
+    target, source = _target(runs.get("seed"))
     budgets = list(inputs.budgets)
     header = " | ".join(f"{b / 1000:g}k" for b in budgets)
     target_text = "n/a" if target is None else f"{100 * target:.1f}%"
@@ -224,7 +220,7 @@ def plot(task: str, runs: dict[str, VariantRuns], leaders: list[str], path: Path
         axes.fill_between(points, low, high, color=f"C{colour}", alpha=0.15)
     if "zeroshot" in runs and (zero := runs["zeroshot"].at("test", 0)):
         axes.axhline(statistics.mean(zero), color="grey", linestyle="--", label="zero-shot")
-    target, _ = _target(task, runs.get("seed"))
+    target, _ = _target(runs.get("seed"))
     if target is not None:
         axes.axhline(target, color="black", linestyle=":", label=f"seed at {TARGET_AT // 1000}k")
         axes.axvline(SELECT_AT, color="black", linestyle=":", alpha=0.4)
