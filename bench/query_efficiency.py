@@ -116,6 +116,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="serve these toy-digits weights, not the shipped ones (e.g. an earlier checkpoint from git)",
     )
+    parser.add_argument("--note", default="", help="a paragraph to put above the report's tables")
     parser.add_argument("--report-only", action="store_true", help="tabulate finished jobs, run nothing")
     return parser.parse_args(argv)
 
@@ -194,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.report_only:
         run_all(args)
     budgets = sorted({*BUDGETS, *args.budgets})
-    inputs = ReportInputs(args.workdir, list(VARIANTS), {k: v.note for k, v in VARIANTS.items()}, budgets)
+    notes = {name: variant.note for name, variant in VARIANTS.items()}
+    inputs = ReportInputs(args.workdir, list(VARIANTS), notes, budgets, args.note)
     table = write_report(inputs, args.out)
     print(table)
     return 0

@@ -30,6 +30,7 @@ class ReportInputs:
     variants: list[str]  # in the report's order
     notes: dict[str, str]
     budgets: Sequence[int]
+    preface: str = ""  # a paragraph above the tables (e.g. which weights the server held, if not the shipped)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class VariantRuns:
     configs: list[dict[str, Any]]
     curves: list[dict[tuple[str, int], float]]  # (split, training images) -> accuracy
     ledgers: list[dict[str, Any] | None]
+    served: str = ""  # the server's model and weights, as its info endpoint named them
 
     def at(self, split: str, images: int) -> list[float] | None:
         """Accuracy of every seed at exactly ``images`` training images, None if a seed has no such point."""
@@ -66,8 +68,10 @@ def load_runs(task_dir: Path, name: str) -> VariantRuns | None:
     ledgers = [
         json.loads(p.read_text()) if (p := run.path / "ledger.json").exists() else None for run in runs
     ]
-    configs = [json.loads(run.config.read_text())["config"] for run in runs]
-    return VariantRuns(name, [run.read_summary() for run in runs], configs, curves, ledgers)
+    saved = [json.loads(run.config.read_text()) for run in runs]
+    configs = [entry["config"] for entry in saved]
+    served = "{model} ({pretrained})".format(**saved[0]["server"])
+    return VariantRuns(name, [run.read_summary() for run in runs], configs, curves, ledgers, served)
 
 
 def _pct(values: list[float] | None) -> str:
@@ -117,6 +121,8 @@ def render_task(task: str, inputs: ReportInputs, runs: dict[str, VariantRuns]) -
     target_text = "n/a" if target is None else f"{100 * target:.1f}%"
     lines = [
         f"### {task}",
+        "",
+        f"Served: {', '.join(sorted({v.served for v in runs.values()}))}.",
         "",
         f"Test accuracy (%), mean ± std over the seeds; target {target_text} ({source}). "
         f"'not run': the runs stopped before that budget.",
@@ -236,6 +242,8 @@ def plot(task: str, runs: dict[str, VariantRuns], leaders: list[str], path: Path
 def write_report(inputs: ReportInputs, out: Path) -> str:
     """``out`` (markdown) and, per task, a plot beside it (``out``'s stem + ``-<task>.png``)."""
     table, everything, leaders = render(inputs)
+    if inputs.preface:
+        table = f"{inputs.preface}\n\n{table}"
     out.parent.mkdir(parents=True, exist_ok=True)
     for task, runs in everything.items():
         image = out.with_name(f"{out.stem}-{task}.png")
