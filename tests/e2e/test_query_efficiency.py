@@ -38,7 +38,9 @@ def _test_accuracy(run: RunDir, images: int) -> float:
 def test_variants_run_through_the_server_and_the_ledger_counts_each_job(tmp_path: Path) -> None:
     workdir, out = tmp_path / "work", tmp_path / "results" / "qe.md"
     grid = ("--variants", "seed", "zeroshot", "b32", "--seeds", "1", "2", "--budgets", *BUDGETS)
-    done = _bench(workdir, out, *grid)
+    weights = tmp_path / "other-weights.pt"  # --checkpoint: the server holds the weights it names
+    weights.write_bytes((ROOT / "server" / "weights" / "toy-digits.pt").read_bytes())
+    done = _bench(workdir, out, *grid, "--checkpoint", str(weights), "--note", "Which weights: a copy.")
     assert done.returncode == 0, done.stderr[-3000:]
     task = workdir / "loc-digits-1x1"
     runs = {(v, s): RunDir(task / v / f"seed{s}") for v in ("seed", "b32") for s in (1, 2)}
@@ -59,9 +61,11 @@ def test_variants_run_through_the_server_and_the_ledger_counts_each_job(tmp_path
     assert zero.train.images == 0 and not (task / "zeroshot" / "seed2").exists()
 
     table = out.read_text()
+    assert table.startswith("Which weights: a copy.\n")
+    assert "Served: toy-digits (checkpoint:other-weights.pt)." in table
     row = next(line for line in table.splitlines() if line.startswith("| b32 |"))
-    accuracy = [100 * _test_accuracy(runs["b32", s], 5120) for s in (1, 2)]
-    cell = f"{statistics.mean(accuracy):.1f} ± {statistics.stdev(accuracy):.1f}"
+    accuracy = [_test_accuracy(runs["b32", s], 5120) for s in (1, 2)]  # fractions, as the report rounds them
+    cell = f"{100 * statistics.mean(accuracy):.1f} ± {100 * statistics.stdev(accuracy):.1f}"
     assert "| 2 | q 5, batch 32, a 0.01, spsa-gc | 10 |" in row and cell in row
     assert "not run" in row  # the default budgets beyond 5,120 images
     assert (tmp_path / "results" / "qe-loc-digits-1x1.png").read_bytes()[:4] == b"\x89PNG"
