@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -98,8 +99,32 @@ def local_server(workdir: Path, *extra: str) -> Iterator[str]:
     server = LocalServer(
         ["--ledger", str(workdir / "ledger.sqlite3"), *extra], log_path=workdir / "server.log"
     )
-    server.start()
+    with _sigterm_unwinds():
+        try:
+            server.start()
+            yield server.url
+        finally:
+            server.stop()
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) unwinds the caller as Ctrl-C does, so the block's
+    server is stopped with it: Python's default ends the process at once and would leave the server running.
+    Only where SIGTERM still has its default action and only from the main thread (signals' rule)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield  # the program handles SIGTERM itself
+        return
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
     try:
-        yield server.url
+        yield
     finally:
-        server.stop()
+        signal.signal(signal.SIGTERM, previous)
