@@ -118,7 +118,7 @@ def _train(job: Job, scalars: ScalarLog) -> str:
 def train_step(job: Job) -> StepResult:
     """One optimiser step; if the server stays away or refuses the key more queries (quota, rate), save
     the state from before it and stop with :class:`JobInterruptedError` (exit status 3)."""
-    state, api = job.state, job.session.train_api
+    state = job.state
     assert job.method.optimizer is not None
     start = job.checkpoint()
     batch = state.sampler.next_batch()
@@ -128,19 +128,10 @@ def train_step(job: Job) -> StepResult:
         oracle = job.remote.oracle(state.prompter, pixels, labels)
         result = job.method.optimizer.step(state.prompter.get_vector(), oracle, state.generator)
     except (TransportError, ServerUnavailableError) as exc:
-        start["train_meter"] = api.meter.to_dict()  # queries spent are real cost
-        job.save(start)
-        raise JobInterruptedError(
-            f"server unreachable for over {job.config.max_wait_seconds:.0f} s at step {state.step + 1} "
-            f"({exc}); checkpoint saved in {job.run.path}: rerun with --resume"
-        ) from exc
+        why = f"server unreachable for over {job.config.max_wait_seconds:.0f} s at step {state.step + 1}"
+        _interrupted(job, start, exc, f"{why} ({exc})", _RESUME)
     except (QuotaExceededError, RateLimitedError) as exc:
-        start["train_meter"] = api.meter.to_dict()
-        job.save(start)
-        raise JobInterruptedError(
-            f"the server refused step {state.step + 1}: {exc}; checkpoint saved in {job.run.path}: "
-            f"raise the key's limit (blackvip-server keys set-quota) and rerun with --resume"
-        ) from exc
+        _interrupted(job, start, exc, f"the server refused step {state.step + 1}: {exc}", _RAISE_LIMIT)
     except FloatingPointError as exc:  # the oracle refused non-finite prompted images
         _diverged(job, str(exc))
     problem = divergence(result)
@@ -150,6 +141,17 @@ def train_step(job: Job) -> StepResult:
     state.step += 1
     state.forwards += result.evaluations
     return result
+
+
+_RESUME = "rerun with --resume"
+_RAISE_LIMIT = f"raise the key's limit (blackvip-server keys set-quota) and {_RESUME}"
+
+
+def _interrupted(job: Job, start: dict[str, Any], cause: Exception, why: str, remedy: str) -> NoReturn:
+    """Stop: save the state from before the step, with the queries it spent (they are real cost)."""
+    start["train_meter"] = job.session.train_api.meter.to_dict()
+    job.save(start)
+    raise JobInterruptedError(f"{why}; checkpoint saved in {job.run.path}: {remedy}") from cause
 
 
 def _diverged(job: Job, problem: str) -> NoReturn:
