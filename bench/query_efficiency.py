@@ -33,7 +33,7 @@ from client import BlackVIPClient
 from client.local_server import local_server
 from client.training.config import TrainConfig, build_config
 from client.training.grid import GridJob, InProcessExecutor, finished_summaries, run_grid
-from client.training.plan import evaluations_per_step
+from client.training.plan import images_per_step
 from client.training.rundir import RunDir
 from digits.tasks import write_task_folder
 
@@ -150,7 +150,7 @@ def job_config(args: argparse.Namespace, url: str, job: GridJob) -> TrainConfig:
         "eval_splits": ["val", "test"],
     }
     config = build_config({**base, **variant.settings})
-    per_step = config.batch_size * evaluations_per_step(config)
+    per_step = images_per_step(config)
     if not per_step:
         return config  # zero-shot: evaluation only
     return config.model_copy(update=run_length(args.budgets, per_step, job.label))

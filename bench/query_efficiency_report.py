@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from client.training.config import TrainConfig
+from client.training.plan import evaluations_per_step
 from client.training.rundir import RunDir, Summary
 
 __all__ = ["ReportInputs", "VariantRuns", "load_runs", "render", "write_report"]
@@ -132,7 +134,7 @@ def render_task(task: str, inputs: ReportInputs, runs: dict[str, VariantRuns]) -
     ]
     for name, variant in runs.items():
         config = variant.configs[0]
-        per_step = 0 if config["method"] == "zeroshot" else 2 * config["q"]
+        per_step = evaluations_per_step(TrainConfig.model_validate(config))
         cells = " | ".join(_pct(variant.at("test", 0 if not per_step else b)) for b in budgets)
         lines.append(
             f"| {name} | {len(variant.summaries)} | {_settings(config)} | {per_step} | {cells} | "

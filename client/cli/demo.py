@@ -18,7 +18,7 @@ from client._exceptions import BlackVIPError
 from client.local_server import local_server
 from client.training.config import TrainConfig, build_config
 from client.training.loop import JobResult, run_job
-from client.training.plan import evaluations_per_step
+from client.training.plan import images_per_step
 from digits import TASK_NAMES
 from digits.tasks import write_task_folder
 
@@ -56,11 +56,12 @@ def demo_configs(args: argparse.Namespace, url: str, data: Path, run_root: Path)
     jobs = {"zeroshot": {"method": "zeroshot"}, "blackvip": {"method": "blackvip"}}
     if args.compare:
         jobs[f"blackvip-{COMPARED}"] = {"method": "blackvip", "optimizer": COMPARED}
-    configs = {}
-    for label, settings in jobs.items():
-        common = {"url": url, "api_key": args.api_key, "dataset": args.task, "data": data, "seed": args.seed}
-        length = {"steps": args.steps, "eval_every": args.eval_every}
-        configs[label] = build_config({**common, **settings, **length, "out": run_root / label})
+    common = {"url": url, "api_key": args.api_key, "dataset": args.task, "data": data, "seed": args.seed}
+    length = {"steps": args.steps, "eval_every": args.eval_every}
+    configs = {
+        label: build_config({**common, **settings, **length, "out": run_root / label})
+        for label, settings in jobs.items()
+    }
     if args.compare:
         reference, compared = configs["blackvip"], configs[f"blackvip-{COMPARED}"]
         configs[f"blackvip-{COMPARED}"] = compared.model_copy(update=equal_image_length(reference, compared))
@@ -69,8 +70,7 @@ def demo_configs(args: argparse.Namespace, url: str, data: Path, run_root: Path)
 
 def equal_image_length(reference: TrainConfig, other: TrainConfig) -> dict[str, int]:
     """``other``'s steps and evaluation interval for the training images of ``reference``'s."""
-    per_step = reference.batch_size * evaluations_per_step(reference)
-    other_per_step = other.batch_size * evaluations_per_step(other)
+    per_step, other_per_step = images_per_step(reference), images_per_step(other)
     images = (reference.steps or 0) * per_step
     every = reference.eval_every * per_step
     if images % other_per_step or every % other_per_step:

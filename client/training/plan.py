@@ -23,7 +23,9 @@ __all__ = [
     "KNOWN_SIZES",
     "Limits",
     "PlanRow",
+    "evaluations_per_step",
     "images_per_request",
+    "images_per_step",
     "plan_job",
     "plan_rows",
     "render_plan",
@@ -117,6 +119,11 @@ def images_per_request(
 def evaluations_per_step(config: TrainConfig) -> int:
     """Forwards per step: SPSA 2q (BlackVIP, VP), RGF q + 1 (BAR), none for zero-shot."""
     return {"blackvip": 2 * config.q, "vp-spsa": 2 * config.q, "bar": config.q + 1}.get(config.method, 0)
+
+
+def images_per_step(config: TrainConfig) -> int:
+    """Training images a step queries: a batch per forward."""
+    return config.batch_size * evaluations_per_step(config)
 
 
 def data_size(config: TrainConfig, data_root: Path | None) -> DataSize:
