@@ -22,8 +22,8 @@ from pathlib import Path
 
 from client.local_server import local_server
 from client.training.config import TrainConfig, build_config
-from client.training.grid import GridJob, InProcessExecutor, finished_summaries, run_grid
-from client.training.rundir import RunDir, Summary
+from client.training.grid import GridJob, InProcessExecutor, finished_summaries, plan_variants, run_grid
+from client.training.rundir import Summary
 from digits.tasks import write_task_folder
 
 
@@ -42,12 +42,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def plan(args: argparse.Namespace) -> list[GridJob]:
     """A BlackVIP job per encoder and seed, in WORKDIR/<task>/<encoder>/seed<S>."""
-    folder = args.workdir / args.task
-    return [
-        GridJob(args.task, "blackvip", seed, RunDir(folder / encoder / f"seed{seed}"), variant=encoder)
-        for encoder in args.encoders
-        for seed in args.seeds
-    ]
+    return plan_variants(args.workdir, args.task, "blackvip", args.encoders, args.seeds)
 
 
 def job_config(args: argparse.Namespace, url: str, data: Path, job: GridJob) -> TrainConfig:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from client.local_server import local_server
 from client.training.config import TrainConfig, build_config
-from client.training.grid import GridJob, InProcessExecutor, finished_summaries, run_grid
-from client.training.rundir import RunDir, Summary
+from client.training.grid import GridJob, InProcessExecutor, finished_summaries, plan_variants, run_grid
+from client.training.rundir import Summary
 from digits.tasks import write_task_folder
 
 DTYPES = ("float32", "float16", "uint8")
@@ -43,12 +43,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def plan(args: argparse.Namespace) -> list[GridJob]:
-    folder = args.workdir / args.task
-    return [
-        GridJob(args.task, "blackvip", seed, RunDir(folder / dtype / f"seed{seed}"), variant=dtype)
-        for dtype in args.dtypes
-        for seed in args.seeds
-    ]
+    """A BlackVIP job per wire dtype and seed, in WORKDIR/<task>/<dtype>/seed<S>."""
+    return plan_variants(args.workdir, args.task, "blackvip", args.dtypes, args.seeds)
 
 
 def job_config(args: argparse.Namespace, url: str, data: Path, job: GridJob) -> TrainConfig:

@@ -32,6 +32,7 @@ __all__ = [
     "finished_summaries",
     "job_flags",
     "plan_grid",
+    "plan_variants",
     "run_grid",
 ]
 
@@ -73,6 +74,19 @@ def plan_grid(
         GridJob(dataset, method, seed, RunDir(workdir / dataset / method / f"seed{seed}"))
         for dataset in datasets
         for method in methods
+        for seed in seeds
+    ]
+
+
+def plan_variants(
+    workdir: Path, dataset: str, method: str, variants: Iterable[str], seeds: Iterable[int]
+) -> list[GridJob]:
+    """One method compared across variants (an encoder, a wire dtype): every (variant, seed), in that
+    nesting order, in ``workdir/<dataset>/<variant>/seed<S>``."""
+    seeds = list(seeds)
+    return [
+        GridJob(dataset, method, seed, RunDir(workdir / dataset / variant / f"seed{seed}"), variant=variant)
+        for variant in variants
         for seed in seeds
     ]
 

@@ -14,7 +14,7 @@ import pytest
 
 from client.training import loop
 from client.training.config import TrainConfig, build_config
-from client.training.grid import GridJob, InProcessExecutor, LocalExecutor, plan_grid, run_grid
+from client.training.grid import GridJob, InProcessExecutor, LocalExecutor, plan_grid, plan_variants, run_grid
 from client.training.grid_report import write_report
 from client.training.rundir import RunDir, Spend, Summary
 
@@ -54,6 +54,14 @@ def test_plan_nests_datasets_methods_seeds_in_the_documented_folders(tmp_path: P
     assert len(jobs) == 8
     assert jobs[-1].out.path == tmp_path / "dtd" / "blackvip" / "seed2"
     assert jobs[-1].name == "dtd/blackvip/seed2"
+
+
+def test_plan_variants_nests_variants_seeds_under_the_task(tmp_path: Path) -> None:
+    jobs = plan_variants(tmp_path, "loc-digits-1x1", "blackvip", ["float32", "uint8"], [1, 2])
+    assert [(j.variant, j.seed) for j in jobs] == [("float32", 1), ("float32", 2), ("uint8", 1), ("uint8", 2)]
+    assert {(j.dataset, j.method) for j in jobs} == {("loc-digits-1x1", "blackvip")}
+    assert jobs[-1].out.path == tmp_path / "loc-digits-1x1" / "uint8" / "seed2"
+    assert jobs[-1].name == "loc-digits-1x1/uint8/seed2" and jobs[-1].label == "uint8"
 
 
 def test_finished_jobs_are_skipped_and_stopped_ones_resumed(tmp_path: Path) -> None:
