@@ -84,10 +84,14 @@ def _square_crop(image: np.ndarray) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32) / 255.0
 
 
-def source_glyphs(source: str) -> tuple[np.ndarray, np.ndarray]:
-    """A source's glyph images (N, h, w) in [0, 1] and labels (N,)."""
+def _check_source(source: str) -> None:
     if source not in SOURCES:
         raise ValueError(f"source must be one of {list(SOURCES)}; got {source!r}")
+
+
+def source_glyphs(source: str) -> tuple[np.ndarray, np.ndarray]:
+    """A source's glyph images (N, h, w) in [0, 1] and labels (N,)."""
+    _check_source(source)
     return sklearn_digits() if source == "sklearn" else mnist_glyphs()
 
 
@@ -111,8 +115,7 @@ def _partition(source: str) -> tuple[np.ndarray, np.ndarray]:
 
 def pretrain_indices(source: str = "sklearn") -> np.ndarray:
     """The 60% of a source that pretraining may use."""
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {list(SOURCES)}; got {source!r}")
+    _check_source(source)
     return _partition(source)[0]
 
 
@@ -120,8 +123,7 @@ def heldout_indices(split: str, source: str = "sklearn") -> np.ndarray:
     """Held-out digits for a downstream split: train 40%, val 10%, test 50% of each class."""
     if split not in _HELDOUT_PARTS:
         raise ValueError(f"split must be one of {list(_HELDOUT_PARTS)}; got {split!r}")
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {list(SOURCES)}; got {source!r}")
+    _check_source(source)
     low, high = _HELDOUT_PARTS[split]
     labels = _labels(source)
     heldout = _partition(source)[1]
