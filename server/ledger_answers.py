@@ -29,6 +29,10 @@ class Remembered:
     answer: Answer | None
 
 
+# Forgets a stored answer and keeps its request id (the id still refuses a second charge).
+_DROP_ANSWER = "UPDATE idempotency SET answer = NULL, media_type = NULL, answer_bytes = 0"
+
+
 class DuplicateRequestError(Exception):
     """The request id was charged meanwhile (a concurrent retry, perhaps on another replica)."""
 
@@ -85,11 +89,7 @@ class AnswerStore:
             if not rows:
                 return
             for key_id, request_id, size in rows:
-                db.execute(
-                    "UPDATE idempotency SET answer = NULL, media_type = NULL, answer_bytes = 0"
-                    " WHERE key_id = ? AND request_id = ?",
-                    (key_id, request_id),
-                )
+                db.execute(_DROP_ANSWER + " WHERE key_id = ? AND request_id = ?", (key_id, request_id))
                 excess -= int(size)
                 if excess <= 0:
                     return
@@ -115,8 +115,7 @@ class AnswerStore:
             (now - self.window_s,),
         )
         db.execute(
-            "UPDATE idempotency SET answer = NULL, media_type = NULL, answer_bytes = 0"
-            " WHERE (key_id, request_id) IN (SELECT key_id, request_id FROM idempotency"
+            _DROP_ANSWER + " WHERE (key_id, request_id) IN (SELECT key_id, request_id FROM idempotency"
             f" WHERE answer IS NOT NULL AND created < ?{skip})",
             (now - self.ttl_s,),
         )
