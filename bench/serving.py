@@ -29,9 +29,9 @@ import torch
 from _clients import DIGIT_TASK, MSGPACK_HEADERS, connection, images_body, latency_ms, run_clients
 
 from client.local_server import LocalServer
-from server.clip_model import fill_unit_pixels
-from server.inputs import check_images, parse_msgpack
-from server.service import wire_view
+from server.api.inputs import check_images, parse_msgpack
+from server.serving.clip_model import fill_unit_pixels
+from server.serving.service import wire_view
 from shared.codec import pack
 from shared.protocol import LogitsRequest, LogitsResponse, Routes, WireTensor
 

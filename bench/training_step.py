@@ -142,7 +142,7 @@ class InProcessLoss:
     """The SDK's ``loss``, answered by the server's model in this process (no HTTP, no ledger)."""
 
     def __init__(self, class_names: list[str], templates: list[str]) -> None:
-        from server.clip_model import ClipBackend
+        from server.serving.clip_model import ClipBackend
         from server.settings import parse_args as server_args
 
         self.backend = ClipBackend.load(server_args([], env={}))  # the shipped toy-digits, as served
@@ -150,7 +150,7 @@ class InProcessLoss:
 
     def loss(self, task_id: str, images: np.ndarray, labels: np.ndarray, kind: str, gamma: float) -> object:
         from client._sdk import LossResult
-        from server.clip_model import per_image_loss
+        from server.serving.clip_model import per_image_loss
 
         logits = self.backend.logits(images, self.text).logits
         return LossResult(*per_image_loss(logits, labels, str(kind), gamma))

@@ -173,7 +173,7 @@ def pretrain(args: argparse.Namespace) -> tuple[torch.nn.Module, object, list[fl
 def _train(args: argparse.Namespace) -> tuple[torch.nn.Module, object, list[float]]:
     import open_clip
 
-    from server.clip_model import MODEL_CONFIG_DIR
+    from server.serving.clip_model import MODEL_CONFIG_DIR
 
     open_clip.add_model_config(MODEL_CONFIG_DIR)
     torch.manual_seed(args.seed)

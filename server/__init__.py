@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from server.settings import ServerSettings, parse_args
 
 if TYPE_CHECKING:
-    from server.app import create_app
+    from server.api.app import create_app
 
 __all__ = ["ServerSettings", "create_app", "parse_args"]
 
@@ -17,7 +17,7 @@ def __getattr__(name: str) -> Any:
     # The app pulls in torch and open_clip (seconds to import); the admin commands
     # (`blackvip-server keys ...`) and anything else that only needs settings or the ledger skip it.
     if name == "create_app":
-        from server.app import create_app
+        from server.api.app import create_app
 
         return create_app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """The service's own exception: a status, a stable code and a message that names what is wrong.
 
-Raised anywhere below the HTTP layer (validation, quotas, ledger); ``server.app`` turns it into the
+Raised anywhere below the HTTP layer (validation, quotas, ledger); ``server.api.app`` turns it into the
 one error body shape of ``shared.protocol.ErrorBody``, kept small whatever the input: an echo of the
 sender's text is cut to ``ECHO_CHARS``, a list of problems to ``MAX_PROBLEMS`` plus a count, and a
 body that would still exceed ``MAX_ERROR_BYTES`` loses its detail. ``error_responses`` documents

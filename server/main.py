@@ -37,7 +37,7 @@ def serve(settings: ServerSettings) -> int:
     # imported here, not above: the admin commands need neither the model (torch) nor uvicorn
     import uvicorn
 
-    from server.app import create_app
+    from server.api.app import create_app
 
     failure: list[str] = []
     server: uvicorn.Server | None = None

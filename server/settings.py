@@ -16,7 +16,7 @@ from typing import Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from server.ledger_db import is_postgres_url, redact_url
+from server.ledger.db import is_postgres_url, redact_url
 from shared.protocol import TaskLimits
 
 __all__ = [
@@ -45,10 +45,10 @@ class ServerSettings(BaseModel):
     pretrained: str | None = None
     checkpoint: Path | None = None
     random_init: bool = False
-    quick_gelu: Literal["auto", "on", "off"] = "auto"  # auto: on for OpenAI-pretrained tags (clip_model.py)
+    quick_gelu: Literal["auto", "on", "off"] = "auto"  # auto: on for OpenAI-pretrained tags (serving/clip_model.py)
     seed: int = 0  # makes --random-init weights identical across restarts
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # a SQLite file (the default), or a postgresql:// URL that replicas share (server.ledger_postgres)
+    # a SQLite file (the default), or a postgresql:// URL that replicas share (server.ledger.postgres)
     ledger: Path | str = Path("blackvip-ledger.sqlite3")
     api_key_hashes: frozenset[str] = frozenset()
     ledger_keys: bool = False  # keys are required even before the ledger's keys table holds one

@@ -26,8 +26,8 @@ import pytest
 
 from client import BlackVIPClient, QuotaExceededError, RetryPolicy
 from server.admin import admin_main
-from server.auth import key_id_for
 from server.ledger import Ledger
+from server.ledger.keys import key_id_for
 from server.settings import hash_api_key
 from shared.codec import pack
 from shared.protocol import MSGPACK_CONTENT_TYPE, REPLAYED_HEADER, REQUEST_ID_HEADER, Routes, WireTensor

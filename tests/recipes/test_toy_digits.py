@@ -10,7 +10,7 @@ import torch
 
 from digits.sources import NUMBER_WORDS
 from digits.tasks import build_split
-from server.clip_model import ClipBackend
+from server.serving.clip_model import ClipBackend
 from server.settings import parse_args, shipped_weights
 
 # Measured on the shipped checkpoint through the server: 0.982 (digits) and 0.946 (mnist-digits) on these

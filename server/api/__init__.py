@@ -1,0 +1,10 @@
+"""The HTTP layer: the app factory (``app``), the routes and their handlers (``routes``), the app's state
+(``state``), API keys (``auth``), body reading and input checks (``body``, ``inputs``), per-key rate
+limits (``rate_limit``), rejection counting (``rejections``), usage reports (``usage``), the OpenAPI
+document and offline ``/docs`` (``openapi``, ``docs``) and the ``/metrics`` endpoint (``metrics``).
+
+It sits on top: it may import serving, the ledger, the server's settings, errors and metrics, and
+``shared``; nothing below imports it.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,310 @@
+"""HTTP endpoints. Thin: authenticate, read and check the body, then hand the blocking work
+(model forwards, ledger commits) to a worker thread so the event loop never runs the model. Health
+runs on the event loop itself, so a busy worker pool cannot make it time out. Each route documents
+the error codes its steps can answer with (``error_responses``); the app adds its own handlers'."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+from typing import Annotated, TypeVar
+
+import numpy as np
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from server.api.body import read_body
+from server.api.inputs import check_images, check_labels, parse_json, parse_msgpack
+from server.api.openapi import msgpack_answer, msgpack_body
+from server.api.rate_limit import rate_limited
+from server.api.state import AppState
+from server.api.usage import usage_by_period, usage_from_ledger
+from server.errors import APIError, error_responses
+from server.ledger import Ledger, StoredTask
+from server.serving.idempotency import Charge, Served, body_hash
+from server.serving.service import QueryService
+from server.serving.tasks import check_task
+from shared.codec import ACCEPTED_IMAGE_DTYPES, OUTPUT_DTYPE
+from shared.protocol import (
+    MSGPACK_CONTENT_TYPE,
+    PROTOCOL_VERSION,
+    REPLAYED_HEADER,
+    REQUEST_ID_HEADER,
+    Endpoint,
+    ErrorCode,
+    HealthResponse,
+    InfoResponse,
+    LogitsRequest,
+    LogitsResponse,
+    LossKind,
+    LossRequest,
+    LossResponse,
+    Routes,
+    ServingInfo,
+    TaskRequest,
+    TaskResponse,
+    UsagePeriodName,
+    UsagePeriodsResponse,
+    UsageResponse,
+)
+
+__all__ = ["router"]
+
+BatchRequest = TypeVar("BatchRequest", LogitsRequest, LossRequest)
+
+router = APIRouter()
+
+# What each step can answer with. Keyed: authenticate (FastAPI validates its header), ready_service.
+_KEYED = (ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED, ErrorCode.VALIDATION_ERROR, ErrorCode.NOT_READY)
+_LEDGER = (ErrorCode.LEDGER_UNAVAILABLE,)  # any read or write of the ledger
+_BODY = (  # read_body, then parse_json / parse_msgpack
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    ErrorCode.BODY_TOO_LARGE,
+    ErrorCode.MALFORMED_BODY,
+    ErrorCode.CLIENT_DISCONNECTED,
+    ErrorCode.VALIDATION_ERROR,
+)
+_CHARGED = (  # request_id, then the idempotency protocol and the charge
+    *_LEDGER,
+    ErrorCode.VALIDATION_ERROR,
+    ErrorCode.REQUEST_IN_PROGRESS,
+    ErrorCode.IDEMPOTENCY_MISMATCH,
+    ErrorCode.REPLAY_EXPIRED,
+)
+_BATCH = (  # _read_batch (the task, then check_images) and the forward
+    ErrorCode.NOT_FOUND,
+    ErrorCode.TOO_MANY_IMAGES,
+    ErrorCode.INVALID_TENSOR,
+    ErrorCode.INVALID_VALUES,
+    ErrorCode.QUOTA_EXCEEDED,
+    ErrorCode.QUEUE_FULL,
+)
+
+
+async def get_state(request: Request) -> AppState:
+    return request.app.state.blackvip
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def authenticate(
+    request: Request, state: State, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    identity = state.keyring.identify(authorization)
+    request.state.key_id = identity.key_id  # lets the error handler count rejections for the right key
+    if identity.rate_per_s is not None:  # before the body is read: a refused request costs nothing
+        wait_s = state.limiter.take(identity.key_id, identity.rate_per_s)
+        if wait_s > 0:
+            raise rate_limited(identity.rate_per_s, wait_s)
+    return identity.key_id
+
+
+KeyId = Annotated[str, Depends(authenticate)]
+
+
+def ready_service(state: State, _key: KeyId) -> QueryService:
+    if state.service is None:
+        message = "the model failed to load" if state.load_error else "the model is still loading"
+        raise APIError(ErrorCode.NOT_READY, f"{message}; retry shortly", retry_after=2.0)
+    return state.service
+
+
+Service = Annotated[QueryService, Depends(ready_service)]
+
+
+def request_id(x_request_id: Annotated[str | None, Header(alias=REQUEST_ID_HEADER)] = None) -> str | None:
+    if x_request_id is not None and not (1 <= len(x_request_id) <= 128 and x_request_id.isprintable()):
+        raise APIError(ErrorCode.VALIDATION_ERROR, f"{REQUEST_ID_HEADER} must be 1-128 printable characters")
+    return x_request_id
+
+
+RequestId = Annotated[str | None, Depends(request_id)]
+
+
+def served_response(served: Served) -> Response:
+    headers = {REPLAYED_HEADER: "true"} if served.replayed else None
+    return Response(served.answer.content, media_type=served.answer.media_type, headers=headers)
+
+
+def _charge(request: Request, key_id: str, endpoint: Endpoint, rid: str | None, body: bytes) -> Charge:
+    digest = body_hash(request.method, request.url.path, body)
+    return Charge(key_id, endpoint, rid, len(body), digest)
+
+
+async def _read_batch(
+    request: Request,
+    state: AppState,
+    service: QueryService,
+    key_id: str,
+    task_id: str,
+    model: type[BatchRequest],
+) -> tuple[StoredTask, bytes, BatchRequest, np.ndarray]:
+    """The task, the body, the parsed request and its checked images (N, 3, S, S)."""
+    task = await run_in_threadpool(service.get_task, key_id, task_id)
+    body = await read_body(request, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
+    parsed = await run_in_threadpool(parse_msgpack, body, model)
+    images = await run_in_threadpool(
+        check_images, parsed.images, service.backend.image_size, state.settings.max_batch_images
+    )
+    return task, body, parsed, images
+
+
+@router.get(
+    Routes.HEALTH,
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "loading, failed, or degraded (the ledger)"}},
+)
+async def health(state: State) -> JSONResponse:
+    # The reason a model failed to load is in the server's log and in /v1/info's 503 for a key
+    # holder: paths and library messages are not for anonymous callers.
+    if state.service is not None and state.ledger is not None and not state.ledger.healthy:
+        body, status = HealthResponse(status="degraded", detail="the query ledger cannot commit"), 503
+    elif state.service is not None:
+        body, status = HealthResponse(status="ok"), 200
+    elif state.load_error is not None:
+        body, status = HealthResponse(status="failed", detail="the model failed to load"), 503
+    else:
+        body, status = HealthResponse(status="loading"), 503
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+@router.get(Routes.INFO, responses=error_responses(*_KEYED))
+def info(state: State, service: Service) -> InfoResponse:
+    settings, backend = state.settings, service.backend
+    return InfoResponse(
+        protocol_version=PROTOCOL_VERSION,
+        model=settings.model,
+        pretrained=settings.weights_label,
+        image_size=backend.image_size,
+        mean=backend.mean,
+        std=backend.std,
+        accepted_dtypes=list(ACCEPTED_IMAGE_DTYPES),
+        output_dtype=OUTPUT_DTYPE,
+        losses=[kind.value for kind in LossKind],
+        max_batch_images=settings.max_batch_images,
+        max_request_bytes=settings.max_request_bytes,
+        price_per_1k_images=settings.price_per_1k_images,
+        quota_images=settings.quota_images,
+        auth_required=state.keyring.auth_required,
+        task_limits=settings.task_limits,
+        idempotency_window_s=settings.idempotency_window_s,
+        replay_ttl_s=settings.replay_ttl,
+        serving=ServingInfo(
+            device=str(backend.device),
+            precision=backend.precision,
+            channels_last=backend.channels_last,
+            warmup_s=round(backend.warmup_s, 4),
+            batcher=service.batcher is not None,
+            max_forward_batch=settings.max_forward_batch,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+            max_queue_images=settings.max_queue_images,
+            batch_padding=settings.batch_padding,
+            forward_shapes=list(service.forward_shapes) if service.forward_shapes else None,
+        ),
+    )
+
+
+_TASK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": TaskRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post(
+    Routes.TASKS,
+    response_model=TaskResponse,
+    openapi_extra=_TASK_BODY,
+    responses=error_responses(*_KEYED, *_BODY, *_CHARGED, ErrorCode.TASK_LIMIT_REACHED),
+)
+async def register_task(
+    request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
+) -> Response:
+    limits = state.settings.task_limits
+    body = await read_body(request, "application/json", limits.max_task_bytes)
+    task_request = await run_in_threadpool(parse_json, body, TaskRequest)
+    check_task(task_request, limits)  # before any text is formatted or tokenised
+    charge = _charge(request, key_id, Endpoint.TASKS, rid, body)
+    served = await run_in_threadpool(
+        service.idempotency.serve, charge, partial(service.register_task, task_request, key_id)
+    )
+    return served_response(served)
+
+
+@router.get(Routes.TASK, responses=error_responses(*_KEYED, *_LEDGER, ErrorCode.NOT_FOUND))
+def get_task(task_id: str, service: Service, key_id: KeyId) -> TaskResponse:
+    task = service.get_task(key_id, task_id)
+    return TaskResponse(
+        task_id=task.task_id,
+        num_classes=len(task.class_names),
+        class_names=task.class_names,
+        templates=task.templates,
+    )
+
+
+@router.post(
+    Routes.LOGITS,
+    response_class=Response,  # the answer is msgpack: no JSON answer is documented
+    openapi_extra=msgpack_body(LogitsRequest),
+    responses={**msgpack_answer(LogitsResponse), **error_responses(*_KEYED, *_BODY, *_CHARGED, *_BATCH)},
+)
+async def logits(
+    task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
+) -> Response:
+    task, body, _, images = await _read_batch(request, state, service, key_id, task_id, LogitsRequest)
+    charge = _charge(request, key_id, Endpoint.LOGITS, rid, body)
+    work = partial(service.logits, task, images, key_id)
+    served = await run_in_threadpool(service.idempotency.serve, charge, work)
+    return served_response(served)
+
+
+@router.post(
+    Routes.LOSS,
+    response_class=Response,
+    openapi_extra=msgpack_body(LossRequest),
+    responses={
+        **msgpack_answer(LossResponse),
+        **error_responses(*_KEYED, *_BODY, *_CHARGED, *_BATCH, ErrorCode.INVALID_LABELS),
+    },
+)
+async def loss(
+    task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
+) -> Response:
+    task, body, parsed, images = await _read_batch(request, state, service, key_id, task_id, LossRequest)
+    labels = check_labels(parsed.labels, len(images), len(task.class_names))
+    charge = _charge(request, key_id, Endpoint.LOSS, rid, body)
+    work = partial(service.loss, task, images, labels, parsed.loss.value, parsed.focal_gamma, key_id)
+    served = await run_in_threadpool(service.idempotency.serve, charge, work)
+    return served_response(served)
+
+
+def open_ledger(state: State) -> Ledger:
+    if state.ledger is None:
+        raise APIError(ErrorCode.NOT_READY, "the ledger is not open yet", retry_after=2.0)
+    return state.ledger
+
+
+OpenLedger = Annotated[Ledger, Depends(open_ledger)]
+
+
+@router.get(Routes.USAGE, responses=error_responses(*_KEYED, *_LEDGER))
+async def usage(state: State, key_id: KeyId, ledger: OpenLedger) -> UsageResponse:
+    return await run_in_threadpool(
+        usage_from_ledger, ledger, state.rejections, key_id, state.settings.price_per_1k_images
+    )
+
+
+@router.get(Routes.USAGE_PERIODS, responses=error_responses(*_KEYED, *_LEDGER))
+async def usage_periods(
+    key_id: KeyId,
+    ledger: OpenLedger,
+    by: UsagePeriodName = "day",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> UsagePeriodsResponse:
+    """This key's charged requests, images and cost per UTC hour or day, in ``[since, until)``
+    (ISO 8601; a time without a zone is UTC)."""
+    return await run_in_threadpool(usage_by_period, ledger, key_id, by, since, until)

@@ -1,0 +1,107 @@
+"""What the ledger needs of a database engine, so one ledger (``server.ledger``) runs on SQLite (one
+server process, the default) or on PostgreSQL (replicas sharing one database).
+
+The ledger's SQL is written once, with ``?`` placeholders and the syntax both engines share; a
+``Dialect`` holds the few phrases that differ. The engines differ in how writers are kept apart:
+SQLite has one writer at a time (BEGIN IMMEDIATE), so charges queue behind one lock and share
+commits (``server.ledger.group_commit``); PostgreSQL has many, so a charge locks its key's totals row
+(``SELECT ... FOR UPDATE``) and concurrent charges of other keys commit side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "CommitObserver",
+    "Conn",
+    "Cursor",
+    "Database",
+    "Dialect",
+    "LedgerUnavailableError",
+    "Write",
+    "is_postgres_url",
+    "redact_url",
+]
+
+T = TypeVar("T")
+
+
+class LedgerUnavailableError(RuntimeError):
+    """The ledger cannot commit or be read (disk full, read-only, locked, closed, unreachable)."""
+
+
+def is_postgres_url(target: object) -> bool:
+    """A ``--ledger`` value naming a PostgreSQL database rather than a SQLite file."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    # appended to a SELECT that reads a row it will change: holds other replicas' writers off it
+    for_update: str
+    # appended to a SELECT of rows to tidy (stored answers to drop): rows another writer holds are
+    # left for later instead of waited for, so tidying never deadlocks with a charge
+    skip_locked: str
+    # a timestamp column's period start: ``{p}`` is the placeholder of the period in seconds
+    period_start: str
+    # every charge locks its key's totals row first (many writers); SQLite's one writer needs none
+    locks_rows: bool
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Conn(Protocol):
+    """The part of a DB-API connection the ledger uses, with ``?`` placeholders on either engine."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Any: ...
+
+
+Write = Callable[[Conn], None]
+# (seconds, writes in the transaction, whether it committed): for metrics.
+CommitObserver = Callable[[float, int, bool], None]
+
+
+class Database(Protocol):
+    dialect: Dialect
+    healthy: bool  # False after a transaction failed, True again after one commits
+
+    def transaction(self) -> AbstractContextManager[Conn]:
+        """BEGIN ... COMMIT; any database failure is LedgerUnavailableError; any other exception rolls
+        back and propagates unchanged."""
+        ...
+
+    def write(self, write: Write) -> None:
+        """Apply one charge, all or nothing, committed before returning (perhaps in a transaction
+        shared with other charges); the charge's own refusals propagate and leave no trace."""
+        ...
+
+    def read(self, read: Callable[[Conn], T]) -> T:
+        """Run ``read`` on a connection that sees every committed transaction."""
+        ...
+
+    def close(self) -> None: ...
