@@ -45,7 +45,7 @@ class ServerSettings(BaseModel):
     pretrained: str | None = None
     checkpoint: Path | None = None
     random_init: bool = False
-    quick_gelu: Literal["auto", "on", "off"] = "auto"  # auto: on for OpenAI-pretrained tags (serving/clip_model.py)
+    quick_gelu: Literal["auto", "on", "off"] = "auto"  # auto: on for OpenAI-pretrained tags (clip_model)
     seed: int = 0  # makes --random-init weights identical across restarts
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # a SQLite file (the default), or a postgresql:// URL that replicas share (server.ledger.postgres)

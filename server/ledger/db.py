@@ -2,10 +2,10 @@
 server process, the default) or on PostgreSQL (replicas sharing one database).
 
 The ledger's SQL is written once, with ``?`` placeholders and the syntax both engines share; a
-``Dialect`` holds the few phrases that differ. The engines differ in how writers are kept apart:
-SQLite has one writer at a time (BEGIN IMMEDIATE), so charges queue behind one lock and share
-commits (``server.ledger.group_commit``); PostgreSQL has many, so a charge locks its key's totals row
-(``SELECT ... FOR UPDATE``) and concurrent charges of other keys commit side by side.
+``Dialect`` holds the few phrases that differ. On both, concurrent charges of one process share a
+transaction (``server.ledger.group_commit``). The engines differ in how writers are kept apart: SQLite
+has one writer at a time (BEGIN IMMEDIATE); PostgreSQL has many (replicas), so a transaction first locks
+its keys' totals rows (``SELECT ... FOR UPDATE``) and other keys' charges commit side by side.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ __all__ = [
     "Database",
     "Dialect",
     "LedgerUnavailableError",
-    "Write",
     "is_postgres_url",
     "redact_url",
 ]
@@ -63,6 +62,10 @@ class Dialect:
     # every charge locks its key's totals row first (many writers); SQLite's one writer needs none
     locks_rows: bool
 
+    def for_update_of(self, table: str) -> str:
+        """``for_update`` limited to ``table``'s rows (a join's other side may be missing)."""
+        return f"{self.for_update} OF {table}" if self.for_update else ""
+
 
 class Cursor(Protocol):
     @property
@@ -81,7 +84,6 @@ class Conn(Protocol):
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Any: ...
 
 
-Write = Callable[[Conn], None]
 # (seconds, writes in the transaction, whether it committed): for metrics.
 CommitObserver = Callable[[float, int, bool], None]
 
@@ -90,14 +92,11 @@ class Database(Protocol):
     dialect: Dialect
     healthy: bool  # False after a transaction failed, True again after one commits
 
-    def transaction(self) -> AbstractContextManager[Conn]:
+    def transaction(self, pipelined: bool = False) -> AbstractContextManager[Conn]:
         """BEGIN ... COMMIT; any database failure is LedgerUnavailableError; any other exception rolls
-        back and propagates unchanged."""
-        ...
-
-    def write(self, write: Write) -> None:
-        """Apply one charge, all or nothing, committed before returning (perhaps in a transaction
-        shared with other charges); the charge's own refusals propagate and leave no trace."""
+        back and propagates unchanged. ``pipelined``: statements are sent without waiting for their
+        results (PostgreSQL's pipeline mode), so a caller reads results with ``fetchall``/``fetchone``
+        (which wait for everything sent before), never ``rowcount``; SQLite ignores it."""
         ...
 
     def read(self, read: Callable[[Conn], T]) -> T:

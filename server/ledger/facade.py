@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from server.ledger.answers import Answer, AnswerStore, DuplicateRequestError, Remembered
+from server.ledger.batch import ChargeBatch, QueryRecord, begin_batch, write_batch
 from server.ledger.db import CommitObserver, Conn, Database, LedgerUnavailableError, is_postgres_url
+from server.ledger.group_commit import GroupCommit
 from server.ledger.keys import SqlKeyStore
 from server.ledger.quota import QuotaExceededError, QuotaState, quota_state
 from server.ledger.reports import SqlReports
-from shared.protocol import Endpoint
 
 __all__ = [
     "Answer",
@@ -48,19 +49,6 @@ __all__ = [
 _COUNT_COLUMNS = ("requests", "images", "batch_passes", "bytes", "texts", "cost")
 RejectionKey = tuple[str, str, int, str]  # (key id or "unauthenticated", route template, status, code)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class QueryRecord:
-    key_id: str
-    endpoint: Endpoint
-    task_id: str | None
-    request_id: str | None
-    images: int
-    batch_passes: int
-    bytes: int
-    texts: int
-    cost: float
 
 
 @dataclass(frozen=True)
@@ -88,21 +76,23 @@ class TaskLimitError(Exception):
         self.limit = limit
 
 
+# PostgreSQL: shared transactions of one process at once, so one group's Python work overlaps another's
+# round trips and commit (SQLite has one writer).
+_PG_LEADERS = 1
+
 # A charge's refusals of itself: rolled back alone, never a failure of the ledger.
 _OWN_ERRORS = (QuotaExceededError, TaskLimitError, DuplicateRequestError)
 
 
-def open_database(
-    target: Path | str, limits: LedgerLimits, on_commit: CommitObserver | None = None
-) -> Database:
+def open_database(target: Path | str, limits: LedgerLimits) -> Database:
     """The engine ``target`` names: a ``postgresql://`` URL, else a SQLite file."""
     if is_postgres_url(target):
         from server.ledger.postgres import PostgresDatabase  # psycopg: only for a PostgreSQL ledger
 
-        return PostgresDatabase(str(target), limits.busy_timeout_s, limits.pool_size, on_commit)
+        return PostgresDatabase(str(target), limits.busy_timeout_s, limits.pool_size)
     from server.ledger.sqlite import SqliteDatabase
 
-    return SqliteDatabase(Path(target), limits.busy_timeout_s, _OWN_ERRORS, on_commit)
+    return SqliteDatabase(Path(target), limits.busy_timeout_s)
 
 
 class Ledger:
@@ -114,8 +104,18 @@ class Ledger:
         self, target: Path | str, limits: LedgerLimits | None = None, on_commit: CommitObserver | None = None
     ) -> None:
         self.target, self.limits = target, limits or LedgerLimits()
-        self.db = open_database(target, self.limits, on_commit)
+        self.db = open_database(target, self.limits)
         self.dialect = self.db.dialect
+        # concurrent charges share one transaction on either engine; with many writers (PostgreSQL)
+        # it first locks the keys' totals rows, in one order on every replica
+        self.group: GroupCommit[ChargeBatch] = GroupCommit(
+            lambda: self.db.transaction(pipelined=True),
+            _OWN_ERRORS,
+            lambda db, key_ids: begin_batch(db, self.dialect, key_ids, self.limits.quota_images),
+            write_batch,
+            on_commit,
+            leaders=_PG_LEADERS if self.dialect.locks_rows else 1,
+        )
         limits = self.limits
         self.answers = AnswerStore(
             self.dialect, limits.idempotency_window_s, limits.replay_ttl_s, limits.replay_store_bytes
@@ -147,65 +147,25 @@ class Ledger:
         """Commit one answered request: quota check, query row, key totals, the request id with its
         body hash and answer (``remember``), and a newly registered ``task``, all or nothing. Returns
         once committed; concurrent charges may share the commit, each still all or nothing."""
-        self.db.write(lambda db: self._charge_in(db, record, remember, task))
+        self.group.run(lambda db, batch: self._charge_in(db, batch, record, remember, task), record.key_id)
 
     def _charge_in(
         self,
         db: Conn,
+        batch: ChargeBatch,
         record: QueryRecord,
         remember: tuple[str, Answer | None] | None,
         task: StoredTask | None,
     ) -> None:
+        """One charge inside a shared transaction (``server.ledger.batch``): refused before it adds
+        anything to the batch, and its own statements rolled back with it."""
         now = time.time()
-        self._lock_key(db, record.key_id)
-        self._check_quota(db, record)
+        batch.check(record)
         if task is not None:
             self._insert_task(db, task, now)
         if remember is not None and record.request_id is not None:
             self.answers.remember(db, record.key_id, record.request_id, remember, now)
-        db.execute(
-            "INSERT INTO queries (ts, key_id, endpoint, task_id, request_id, images, batch_passes,"
-            " bytes, texts, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                now,
-                record.key_id,
-                Endpoint(record.endpoint).value,  # the name as text on either engine
-                record.task_id,
-                record.request_id,
-                record.images,
-                record.batch_passes,
-                record.bytes,
-                record.texts,
-                record.cost,
-            ),
-        )
-        db.execute(
-            "INSERT INTO key_usage (key_id, requests, images, cost) VALUES (?, 1, ?, ?)"
-            " ON CONFLICT (key_id) DO UPDATE SET requests = key_usage.requests + 1,"
-            " images = key_usage.images + excluded.images, cost = key_usage.cost + excluded.cost",
-            (record.key_id, record.images, record.cost),
-        )
-
-    def _lock_key(self, db: Conn, key_id: str) -> None:
-        """With many writers (PostgreSQL), lock the key's totals row before reading anything of the key:
-        its charges on every replica then run one after the other, so a quota or a task count read here
-        cannot change before this transaction commits. The row is made first if the key has none yet
-        (rolled back with the charge if it is refused)."""
-        if not self.dialect.locks_rows:
-            return  # SQLite: BEGIN IMMEDIATE has one writer at a time already
-        db.execute(
-            "INSERT INTO key_usage (key_id, requests, images, cost) VALUES (?, 0, 0, 0)"
-            " ON CONFLICT (key_id) DO NOTHING",
-            (key_id,),
-        )
-        db.execute(f"SELECT images FROM key_usage WHERE key_id = ?{self.dialect.for_update}", (key_id,))
-
-    def _check_quota(self, db: Conn, record: QueryRecord) -> None:
-        if record.images == 0 and record.cost == 0:
-            return
-        refusal = quota_state(db, record.key_id, self.limits.quota_images).refusal(record.images, record.cost)
-        if refusal is not None:
-            raise refusal
+        batch.add(record, now)
 
     def _insert_task(self, db: Conn, task: StoredTask, now: float) -> None:
         if db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone():
@@ -222,10 +182,14 @@ class Ledger:
         """The request id's entry while inside its window; its answer only while inside the TTL."""
         return self.db.read(lambda db: self.answers.recall(db, key_id, request_id, time.time()))
 
-    def prune(self) -> None:
-        """Forget request ids past the window and answers past the TTL."""
-        with self._transaction() as db:
-            self.answers.prune(db, time.time())
+    def prune(self) -> int:
+        """Forget request ids past the window and answers past the TTL, in short transactions of a
+        bounded number of rows each; returns the rows changed."""
+        return self.answers.prune(self._transaction, time.time())
+
+    def stored_answer_bytes(self) -> int:
+        """The bytes of the answers stored for replays (a running figure kept with every change)."""
+        return self.db.read(self.answers.stored_bytes)
 
     # -- rejections, heartbeat ---------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The ledger's ``api_keys`` table (SQLite or PostgreSQL, the same SQL): the ``KeyStore`` of
-``server.ledger.interface``, and the read of one key's limits that a charge makes inside its own
-transaction."""
+``server.ledger.interface``, and the key ids and new keys it stores. A charge reads its key's limits
+with its totals, in one statement (``server.ledger.quota``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import astuple
 from server.ledger.db import Conn
 from server.ledger.interface import KeyExistsError, KeyLimits, KeyTotals, ManagedKey, UnknownKeyError
 
-__all__ = ["KEY_PREFIX", "SqlKeyStore", "key_id_for", "limits_in", "new_api_key"]
+__all__ = ["KEY_PREFIX", "SqlKeyStore", "key_id_for", "new_api_key"]
 
 Transaction = Callable[[], AbstractContextManager[Conn]]
 Read = Callable[[str, tuple], list[tuple]]
@@ -43,18 +43,6 @@ def _key(row: tuple) -> ManagedKey:
     return ManagedKey(
         key_id, key_hash, label, float(created), None if revoked is None else float(revoked), limits
     )
-
-
-def limits_in(db: Conn, key_id: str) -> KeyLimits | None:
-    """The key's own limits, read on ``db`` (inside the caller's transaction); None for a key that is
-    not in the table (a key from --api-keys or --keys-file)."""
-    row = db.execute(
-        "SELECT quota_images, quota_cost, rate_per_s FROM api_keys WHERE key_id = ?", (key_id,)
-    ).fetchone()
-    if not row:
-        return None
-    quota_images, quota_cost, rate = row
-    return KeyLimits(quota_images if quota_images is None else int(quota_images), quota_cost, rate)
 
 
 class SqlKeyStore:

@@ -1,31 +1,22 @@
 """The ledger on PostgreSQL (psycopg 3, ``pip install blackvip-sim[postgres]``): a pool of connections,
-each charge its own transaction, so replicas (and the threads of one replica) commit side by side.
+so replicas commit side by side; within one replica, concurrent charges share a transaction (group
+commit, ``server.ledger.group_commit``), sent in pipeline mode.
 
-A charge first locks its key's totals row (``server.ledger``), which serialises the charges of one key
-across every replica, so its quota is checked against totals no one else is changing; charges of other
-keys do not wait. ``lock_timeout`` bounds that wait by ``--ledger-busy-timeout-s``: past it the
-request gets 503 ``ledger_unavailable``, never a hang. PostgreSQL batches concurrent commits' WAL
-flushes itself, so no group commit is needed here.
+A transaction of charges first locks its keys' totals rows (``server.ledger``), which serialises the
+charges of one key across every replica, so its quota is checked against totals no one else is
+changing; charges of other keys do not wait. ``lock_timeout`` bounds that wait by
+``--ledger-busy-timeout-s``: past it the request gets 503 ``ledger_unavailable``, never a hang.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from server.ledger.db import (
-    CommitObserver,
-    Conn,
-    Cursor,
-    Dialect,
-    LedgerUnavailableError,
-    Write,
-    redact_url,
-)
+from server.ledger.db import Conn, Cursor, Dialect, LedgerUnavailableError, redact_url
 from server.ledger.schema_pg import migrate_postgres
 
 __all__ = ["POSTGRES", "PostgresDatabase"]
@@ -52,15 +43,31 @@ def _placeholders(sql: str) -> str:
 class _PgConn:
     """A psycopg connection that takes the ledger's ``?`` SQL."""
 
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
+    def __init__(self, conn: Any, pipelined: bool = False) -> None:
+        self._conn, self._pipelined = conn, pipelined
 
     def execute(self, sql: str, params: Any = (), /) -> Cursor:
         return self._conn.execute(_placeholders(sql), tuple(params))
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> None:
+        if self._pipelined:  # queued one by one: psycopg's executemany would wait for its results here
+            for row in params:
+                self._conn.execute(_placeholders(sql), tuple(row))
+            return
         with self._conn.cursor() as cursor:
             cursor.executemany(_placeholders(sql), [tuple(p) for p in params])
+
+
+def _roll_back(conn: Any, pipeline: Any) -> None:
+    try:
+        pipeline.sync()  # an aborted pipeline takes commands again after its sync
+    except Exception:  # the error that brought us here is the one to report
+        pass
+    try:
+        conn.execute("ROLLBACK")
+        pipeline.sync()
+    except Exception:  # the connection is broken: the pool discards it
+        pass
 
 
 class PostgresDatabase:
@@ -71,7 +78,6 @@ class PostgresDatabase:
         url: str,
         busy_timeout_s: float,
         pool_size: int = 8,
-        on_commit: CommitObserver | None = None,
     ) -> None:
         try:
             import psycopg
@@ -82,7 +88,6 @@ class PostgresDatabase:
             ) from exc
         self._errors: tuple[type[Exception], ...] = (psycopg.Error,)
         self.url, self.healthy = url, True
-        self._on_commit = on_commit
         self._timeout_s = busy_timeout_s
         lock_ms = max(1, int(busy_timeout_s * 1000))
 
@@ -116,28 +121,36 @@ class PostgresDatabase:
         self._pool.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[Conn]:
+    def transaction(self, pipelined: bool = False) -> Iterator[Conn]:
         with self._connection() as conn:
             try:
-                with conn.transaction():
-                    yield _PgConn(conn)
+                if pipelined:
+                    with self._pipelined(conn) as db:
+                        yield db
+                else:
+                    with conn.transaction():
+                        yield _PgConn(conn)
             except self._errors as exc:
                 self.healthy = False
                 raise LedgerUnavailableError(f"the ledger cannot commit: {exc}") from exc
         self.healthy = True
 
-    def write(self, write: Write) -> None:
-        started = time.perf_counter()
-        committed = True  # a charge that refuses itself (over quota) is no failure of the ledger
-        try:
-            with self.transaction() as db:
-                write(db)
-        except LedgerUnavailableError:
-            committed = False
-            raise
-        finally:
-            if self._on_commit is not None:
-                self._on_commit(time.perf_counter() - started, 1, committed)
+    @staticmethod
+    @contextmanager
+    def _pipelined(conn: Any) -> Iterator[Conn]:
+        """BEGIN, the caller's statements and COMMIT sent in one pipeline: a statement whose result is
+        read waits for what was sent before it; COMMIT's answer is the only other wait. (psycopg's own
+        transaction block waits at its start and end as well.) On any failure the transaction is rolled
+        back before the connection goes back to the pool."""
+        with conn.pipeline() as pipeline:
+            try:
+                conn.execute("BEGIN")
+                yield _PgConn(conn, pipelined=True)
+                conn.execute("COMMIT")
+                pipeline.sync()
+            except BaseException:
+                _roll_back(conn, pipeline)
+                raise
 
     def read(self, read: Callable[[Conn], T]) -> T:
         with self._connection() as conn:

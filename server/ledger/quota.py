@@ -8,13 +8,13 @@ every key from ``--api-keys``/``--keys-file``, falls back to the server's ``--qu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from server.ledger.db import Conn
-from server.ledger.keys import limits_in
 
-__all__ = ["COST_TOLERANCE", "QuotaExceededError", "QuotaState", "quota_state"]
+__all__ = ["COST_TOLERANCE", "QuotaExceededError", "QuotaState", "quota_state", "quota_states"]
 
 # Costs are sums of floats (images x price / 1000); a quota reached exactly must not be refused for
 # the last bits of rounding.
@@ -61,10 +61,35 @@ class QuotaState:
 
 
 def quota_state(db: Conn, key_id: str, default_images: int | None) -> QuotaState:
-    row = db.execute("SELECT images, cost FROM key_usage WHERE key_id = ?", (key_id,)).fetchone()
-    images_used, cost_used = (int(row[0]), float(row[1])) if row else (0, 0.0)
-    own = limits_in(db, key_id)
-    if own is None:
-        return QuotaState(default_images, None, images_used, cost_used)
-    quota_images = own.quota_images if own.quota_images is not None else default_images
-    return QuotaState(quota_images, own.quota_cost, images_used, cost_used, own.rate_per_s)
+    # one statement: the totals (none yet for a new key) and the key's own limits
+    row = db.execute(
+        f"SELECT w.key_id, {_COLUMNS} FROM (SELECT CAST(? AS TEXT) AS key_id) AS w"
+        " LEFT JOIN key_usage AS u ON u.key_id = w.key_id LEFT JOIN api_keys AS k ON k.key_id = w.key_id",
+        (key_id,),
+    ).fetchall()[0]
+    return _state(row, default_images)
+
+
+def quota_states(
+    db: Conn, key_ids: Sequence[str], default_images: int | None, lock: str = ""
+) -> dict[str, QuotaState]:
+    """The quotas and totals of those ``key_ids`` that have a totals row, in one statement; ``lock``
+    (a dialect's ``FOR UPDATE OF u``) locks those rows in the order of the keys."""
+    rows = db.execute(
+        f"SELECT u.key_id, {_COLUMNS} FROM key_usage AS u LEFT JOIN api_keys AS k ON k.key_id = u.key_id"
+        f" WHERE u.key_id IN ({', '.join('?' * len(key_ids))}) ORDER BY u.key_id{lock}",
+        tuple(key_ids),
+    ).fetchall()
+    return {row[0]: _state(row, default_images) for row in rows}
+
+
+_COLUMNS = "u.images, u.cost, k.key_id, k.quota_images, k.quota_cost, k.rate_per_s"
+
+
+def _state(row: Sequence, default_images: int | None) -> QuotaState:
+    _, images_used, cost_used, managed, quota_images, quota_cost, rate = row
+    used = (int(images_used or 0), float(cost_used or 0.0))
+    if managed is None:  # a key from --api-keys or --keys-file: the server's image quota only
+        return QuotaState(default_images, None, *used)
+    images = int(quota_images) if quota_images is not None else default_images
+    return QuotaState(images, quota_cost, *used, rate)

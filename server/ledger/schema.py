@@ -5,7 +5,9 @@ The version lives in SQLite's ``PRAGMA user_version``. Version 1 (the first rele
 rejected request as a row and made ``request_id`` unique across all keys; version 2 scopes request ids
 to the API key (the ``idempotency`` table), keeps per-key totals for atomic quota checks, and keeps
 rejections as counters; version 3 adds the managed API keys (hashes, labels, per-key limits) and an
-index on the queries' time for exports and per-period usage.
+index on the queries' time for exports and per-period usage; version 4 keeps the stored answers' byte
+total as a running figure (``answer_store``, one row) and indexes the rows that hold an answer by age,
+so that no charge reads the whole ``idempotency`` table to keep the store under its cap.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sqlite3
 
 __all__ = ["SCHEMA_VERSION", "SchemaError", "migrate"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class SchemaError(RuntimeError):
@@ -104,6 +106,14 @@ CREATE INDEX IF NOT EXISTS queries_by_time ON queries (ts);
 CREATE INDEX IF NOT EXISTS queries_by_key_time ON queries (key_id, ts);
 """
 
+# Version 4: the running total (from the rows already stored, once, at the migration) and the index of
+# the rows that still hold an answer, oldest first (what eviction and the TTL prune read).
+_V4_TABLES = """
+CREATE TABLE IF NOT EXISTS answer_store (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL);
+INSERT OR IGNORE INTO answer_store (id, bytes) SELECT 0, COALESCE(SUM(answer_bytes), 0) FROM idempotency;
+CREATE INDEX IF NOT EXISTS idempotency_answers_by_created ON idempotency (created) WHERE answer IS NOT NULL;
+"""
+
 _TOTALS = """
 INSERT OR REPLACE INTO key_usage (key_id, requests, images, cost)
     SELECT key_id, COUNT(*), SUM(images), SUM(cost) FROM queries GROUP BY key_id;
@@ -125,7 +135,9 @@ def migrate(db: sqlite3.Connection) -> None:
         script = (_FROM_V1.format(tables=_V2_TABLES) if has_v1 else _V2_TABLES) + _TOTALS
     else:
         script = ""
-    script += _V3_TABLES
+    if version < 3:
+        script += _V3_TABLES
+    script += _V4_TABLES
     db.execute("BEGIN IMMEDIATE")
     try:
         for statement in script.split(";"):

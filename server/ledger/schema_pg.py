@@ -3,7 +3,8 @@ empty database, migrated forward, refused when written by newer code than this.
 
 The version is the one row of ``blackvip_schema``. PostgreSQL ledgers begin at version 3, the SQLite
 schema of the release that added this backend, with the same tables and columns (BIGINT counts,
-DOUBLE PRECISION times and costs, BYTEA answers); a later version adds its step to ``_STEPS``. Replicas
+DOUBLE PRECISION times and costs, BYTEA answers); a later version adds its step to ``_STEPS`` (version 4:
+the stored answers' running byte total and the index of the rows that hold an answer). Replicas
 that start together migrate one at a time: the migration holds a transaction-scoped advisory lock, and
 DDL is transactional, so each replica finds the schema either absent or complete.
 """
@@ -84,8 +85,14 @@ CREATE TABLE blackvip_schema (version INTEGER NOT NULL);
 INSERT INTO blackvip_schema (version) VALUES (3);
 """
 
+_V4 = """
+CREATE TABLE answer_store (id INTEGER PRIMARY KEY CHECK (id = 0), bytes BIGINT NOT NULL);
+INSERT INTO answer_store (id, bytes) SELECT 0, COALESCE(SUM(answer_bytes), 0) FROM idempotency;
+CREATE INDEX idempotency_answers_by_created ON idempotency (created) WHERE answer IS NOT NULL;
+"""
+
 # version reached -> the script from the version before it (an empty database is version 0: every step)
-_STEPS: dict[int, str] = {3: _V3}
+_STEPS: dict[int, str] = {3: _V3, 4: _V4}
 
 
 def schema_version(db: Any) -> int:

@@ -1,7 +1,7 @@
-"""The ledger on a SQLite file (WAL, synchronous=FULL): one writing connection behind one lock, whose
-charges share commits (``server.ledger.group_commit``), and a second connection for reads behind its own lock,
-so a request's reads never wait for another request's commit and fsync: with WAL a reader sees every
-transaction committed before it began."""
+"""The ledger on a SQLite file (WAL, synchronous=FULL): one writing connection behind one lock (the
+ledger's charges share its commits, ``server.ledger.group_commit``), and a second connection for reads
+behind its own lock, so a request's reads never wait for another request's commit and fsync: with WAL a
+reader sees every transaction committed before it began."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from server.ledger.db import CommitObserver, Conn, Dialect, LedgerUnavailableError, Write
-from server.ledger.group_commit import GroupCommit
+from server.ledger.db import Conn, Dialect, LedgerUnavailableError
 from server.ledger.schema import migrate
 
 __all__ = ["SQLITE", "SqliteDatabase"]
@@ -32,14 +31,7 @@ SQLITE = Dialect(
 class SqliteDatabase:
     dialect = SQLITE
 
-    def __init__(
-        self,
-        path: Path,
-        busy_timeout_s: float,
-        own_errors: tuple[type[Exception], ...],
-        on_commit: CommitObserver | None = None,
-    ) -> None:
-        """``own_errors`` are a charge's refusals of itself (rolled back alone inside a shared commit)."""
+    def __init__(self, path: Path, busy_timeout_s: float) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.healthy = True
@@ -56,7 +48,6 @@ class SqliteDatabase:
             path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s
         )
         self._reader.execute("PRAGMA synchronous=FULL")
-        self.group = GroupCommit(self.transaction, own_errors, on_commit)
 
     def close(self) -> None:
         with self._lock, self._read_lock:
@@ -64,12 +55,10 @@ class SqliteDatabase:
             self._db.close()
             self._reader.close()
 
-    def write(self, write: Write) -> None:
-        self.group.run(write)
-
     @contextmanager
-    def transaction(self) -> Iterator[Conn]:
-        """BEGIN IMMEDIATE ... COMMIT under the lock; any database failure is LedgerUnavailableError."""
+    def transaction(self, pipelined: bool = False) -> Iterator[Conn]:
+        """BEGIN IMMEDIATE ... COMMIT under the lock; any database failure is LedgerUnavailableError.
+        ``pipelined`` changes nothing here: each statement runs at once."""
         with self._lock:
             if self._closed:
                 raise LedgerUnavailableError("the ledger is closed (the server is shutting down)")
