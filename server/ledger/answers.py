@@ -16,6 +16,7 @@ charges and the prune never wait for each other in a circle.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ Transaction = Callable[[], AbstractContextManager[Conn]]
 __all__ = ["PRUNE_BATCH_ROWS", "Answer", "AnswerStore", "DuplicateRequestError", "Remembered"]
 
 PRUNE_BATCH_ROWS = 500  # rows one prune transaction forgets at most: the writer is never held long
+_PRUNE_PAUSE_S = 0.002
 _EVICT_ROWS = 64
 
 
@@ -161,6 +163,7 @@ class AnswerStore:
                 changed += count
                 if count < PRUNE_BATCH_ROWS:
                     break
+                time.sleep(_PRUNE_PAUSE_S)  # the writer's lock is not fair: let waiting charges have it
         return changed
 
     def _forget_ids(self, db: Conn, now: float) -> int:
