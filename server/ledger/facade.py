@@ -76,10 +76,6 @@ class TaskLimitError(Exception):
         self.limit = limit
 
 
-# PostgreSQL: shared transactions of one process at once, so one group's Python work overlaps another's
-# round trips and commit (SQLite has one writer).
-_PG_LEADERS = 1
-
 # A charge's refusals of itself: rolled back alone, never a failure of the ledger.
 _OWN_ERRORS = (QuotaExceededError, TaskLimitError, DuplicateRequestError)
 
@@ -114,7 +110,6 @@ class Ledger:
             lambda db, key_ids: begin_batch(db, self.dialect, key_ids, self.limits.quota_images),
             write_batch,
             on_commit,
-            leaders=_PG_LEADERS if self.dialect.locks_rows else 1,
         )
         limits = self.limits
         self.answers = AnswerStore(

@@ -81,17 +81,15 @@ class GroupCommit(Generic[B]):
         begin: Callable[[Conn, list[str]], B],
         finish: Callable[[Conn, B], None],
         observe: CommitObserver | None = None,
-        leaders: int = 1,
     ) -> None:
         """``transaction`` opens BEGIN ... COMMIT; ``own_errors`` are refusals of one write alone;
         ``begin`` and ``finish`` open and write each transaction's batch (module doc); ``observe``
-        hears of every transaction (seconds, writes in it, committed), from the leading thread;
-        ``leaders``: transactions at once (1 for one writer, as SQLite has)."""
+        hears of every transaction (seconds, writes in it, committed), from the leading thread."""
         self._transaction, self._own_errors, self._observe = transaction, own_errors, observe
         self._begin, self._finish = begin, finish
         self._cond = threading.Condition()
         self._pending: list[_Pending[B]] = []
-        self._leaders, self._max_leaders = 0, leaders
+        self._leading = False
         self.commits = 0  # transactions committed, for tests and benchmarks
         self.writes = 0  # writes committed in them
 
@@ -101,11 +99,10 @@ class GroupCommit(Generic[B]):
         mine = _Pending(write, key_id)
         with self._cond:
             self._pending.append(mine)
-            self._cond.wait_for(lambda: mine.done or self._leaders < self._max_leaders)
+            self._cond.wait_for(lambda: mine.done or not self._leading)
             lead = not mine.done
             if lead:
-                group, self._pending = self._pending, []
-                self._leaders += 1
+                group, self._pending, self._leading = self._pending, [], True
         if lead:
             try:
                 self._commit(group)
@@ -113,7 +110,7 @@ class GroupCommit(Generic[B]):
                 with self._cond:
                     for pending in group:
                         pending.done = True
-                    self._leaders -= 1
+                    self._leading = False
                     self._cond.notify_all()
         if mine.error is not None:
             raise mine.error

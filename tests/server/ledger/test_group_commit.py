@@ -69,7 +69,7 @@ def test_charges_waiting_for_a_commit_share_the_next_and_refusals_stay_their_own
         threads = {name: threading.Thread(target=charge, args=(name, *args)) for name, args in calls.items()}
         threads["first"].start()
         deadline = time.monotonic() + 10
-        while not ledger.group._leaders:
+        while not ledger.group._leading:
             assert time.monotonic() < deadline
             time.sleep(0.005)
         for name in ("a-fits", "a-over", "b", "dup"):
