@@ -5,13 +5,14 @@ after their TTL, the ids after their window. Same SQL on both engines.
 Every statement costs the same however many ids are stored: the stored answers' byte total is a running
 figure (``answer_store``, one row) changed in the transaction that changes an answer, the oldest answers
 are found through an index of the rows that hold one, and the expired rows through the index on
-``created``. The prune runs off the charge path (the server's upkeep timer), in batches of
-``batch_rows``, each its own short transaction.
+``created``. The prune runs off the charge path (the server's upkeep timer), ``PRUNE_BATCH_ROWS`` rows a
+transaction.
 
-Locks, with replicas (PostgreSQL): whatever changes the total takes its row after the id rows it waits
-for and never waits for an id row after it (the tidying skips rows another writer holds,
-``Dialect.skip_locked``), and the prune takes the total's row first; so a charge, another replica's
-charges and the prune never wait for each other in a circle.
+Locks, with replicas (PostgreSQL): the tidying (eviction, prune) takes id rows of any key only while it
+holds the total's row (the prune takes that row first), and skips id rows another writer holds instead
+of waiting for them (``Dialect.skip_locked``); a charge waits otherwise only for its own keys' rows. So
+whoever holds the total's row waits for no id row, and no two transactions wait for each other in a
+circle.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ _DROP_ANSWER = (
     " WHERE key_id = ? AND request_id = ?"
 )
 _ADD_TO_STORE = "UPDATE answer_store SET bytes = bytes + ? WHERE id = 0"
+_INSERT_ID = (
+    "INSERT INTO idempotency (body_hash, created, answer, media_type, answer_bytes, key_id, request_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class DuplicateRequestError(Exception):
@@ -76,9 +81,7 @@ class AnswerStore:
             answer = None  # larger than the whole store: remember the id, not the answer
         values = (body_hash, now, *_stored(answer))
         inserted = db.execute(
-            "INSERT INTO idempotency (body_hash, created, answer, media_type, answer_bytes, key_id,"
-            " request_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key_id, request_id) DO NOTHING"
-            " RETURNING created",
+            _INSERT_ID + " ON CONFLICT (key_id, request_id) DO NOTHING RETURNING created",
             (*values, key_id, request_id),
         )
         size = values[-1]
@@ -103,11 +106,7 @@ class AnswerStore:
         if rows and rows[0][0] >= now - self.window_s:
             raise DuplicateRequestError(request_id)
         if not rows:  # forgotten by the prune meanwhile: the id is free
-            db.execute(
-                "INSERT INTO idempotency (body_hash, created, answer, media_type, answer_bytes, key_id,"
-                " request_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*values, key_id, request_id),
-            )
+            db.execute(_INSERT_ID, (*values, key_id, request_id))
             return
         db.execute(
             "UPDATE idempotency SET body_hash = ?, created = ?, answer = ?, media_type = ?, answer_bytes = ?"
