@@ -13,6 +13,7 @@ of the same key in the group is checked against them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from itertools import chain
 
 from server.ledger.db import Conn, Dialect
 from server.ledger.quota import QuotaState, quota_states
@@ -36,15 +37,21 @@ class QueryRecord:
 
 @dataclass
 class ChargeBatch:
-    quotas: dict[str, QuotaState]  # key -> its quotas, and its totals with this batch's charges
+    quotas: dict[str, QuotaState]  # key -> its quotas and totals as read at the start
     queries: list[tuple] = field(default_factory=list)  # rows of the queries table
     added: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # key -> (requests, images, cost)
 
     def check(self, record: QueryRecord) -> None:
-        """Raise ``QuotaExceededError`` if ``record`` would cross its key's quota."""
-        if record.images == 0 and record.cost == 0:
+        """Raise ``QuotaExceededError`` if ``record`` would cross its key's quota, counting what this
+        batch has added to the key already."""
+        quota = self.quotas[record.key_id]
+        unlimited = quota.quota_images is None and quota.quota_cost is None
+        if unlimited or (record.images == 0 and record.cost == 0):
             return
-        refusal = self.quotas[record.key_id].refusal(record.images, record.cost)
+        _, images, cost = self.added.get(record.key_id, _NOTHING)
+        if images or cost:
+            quota = replace(quota, images_used=quota.images_used + images, cost_used=quota.cost_used + cost)
+        refusal = quota.refusal(record.images, record.cost)
         if refusal is not None:
             raise refusal
 
@@ -64,12 +71,11 @@ class ChargeBatch:
                 record.cost,
             )
         )
-        requests, images, cost = self.added.get(record.key_id, (0, 0, 0.0))
+        requests, images, cost = self.added.get(record.key_id, _NOTHING)
         self.added[record.key_id] = (requests + 1, images + record.images, cost + record.cost)
-        quota = self.quotas[record.key_id]
-        self.quotas[record.key_id] = replace(
-            quota, images_used=quota.images_used + record.images, cost_used=quota.cost_used + record.cost
-        )
+
+
+_NOTHING = (0, 0, 0.0)
 
 
 def begin_batch(db: Conn, dialect: Dialect, key_ids: list[str], default_images: int | None) -> ChargeBatch:
@@ -93,7 +99,7 @@ def write_batch(db: Conn, batch: ChargeBatch) -> None:
         db.execute(
             "INSERT INTO queries (ts, key_id, endpoint, task_id, request_id, images, batch_passes,"
             f" bytes, texts, cost) VALUES {', '.join([_ROW] * len(rows))}",
-            tuple(value for row in rows for value in row),
+            tuple(chain.from_iterable(rows)),
         )
     if batch.added:  # every key's totals in one statement
         added = " UNION ALL ".join([_ADDED] * len(batch.added))
@@ -101,7 +107,7 @@ def write_batch(db: Conn, batch: ChargeBatch) -> None:
             "UPDATE key_usage SET requests = key_usage.requests + a.requests,"
             " images = key_usage.images + a.images, cost = key_usage.cost + a.cost"
             f" FROM ({added}) AS a WHERE key_usage.key_id = a.key_id",
-            tuple(value for key_id, row in batch.added.items() for value in (key_id, *row)),
+            tuple(chain.from_iterable((key_id, *added) for key_id, added in batch.added.items())),
         )
 
 

@@ -81,15 +81,20 @@ class GroupCommit(Generic[B]):
         begin: Callable[[Conn, list[str]], B],
         finish: Callable[[Conn, B], None],
         observe: CommitObserver | None = None,
+        gather_s: float = 0.0,
     ) -> None:
         """``transaction`` opens BEGIN ... COMMIT; ``own_errors`` are refusals of one write alone;
         ``begin`` and ``finish`` open and write each transaction's batch (module doc); ``observe``
-        hears of every transaction (seconds, writes in it, committed), from the leading thread."""
+        hears of every transaction (seconds, writes in it, committed), from the leading thread;
+        ``gather_s``: a leader whose last group had several writers waits this long before it takes the
+        pending writes, for the ones returning from that group."""
         self._transaction, self._own_errors, self._observe = transaction, own_errors, observe
         self._begin, self._finish = begin, finish
         self._cond = threading.Condition()
         self._pending: list[_Pending[B]] = []
         self._leading = False
+        self._gather_s = gather_s
+        self._last_group = 0
         self.commits = 0  # transactions committed, for tests and benchmarks
         self.writes = 0  # writes committed in them
 
@@ -102,9 +107,11 @@ class GroupCommit(Generic[B]):
             self._cond.wait_for(lambda: mine.done or not self._leading)
             lead = not mine.done
             if lead:
-                group, self._pending, self._leading = self._pending, [], True
+                self._leading = True
         if lead:
+            group: list[_Pending[B]] = []
             try:
+                group = self._take_group()
                 self._commit(group)
             finally:
                 with self._cond:
@@ -114,6 +121,14 @@ class GroupCommit(Generic[B]):
                     self._cond.notify_all()
         if mine.error is not None:
             raise mine.error
+
+    def _take_group(self) -> list[_Pending[B]]:
+        if self._gather_s and self._last_group > 1:
+            time.sleep(self._gather_s)
+        with self._cond:
+            group, self._pending = self._pending, []
+        self._last_group = len(group)
+        return group
 
     def _commit(self, group: list[_Pending[B]]) -> None:
         started = time.perf_counter()
