@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from server.ledger import Answer, DuplicateRequestError, Ledger, LedgerLimits, QueryRecord, StoredTask
 from shared.protocol import Endpoint
@@ -33,10 +34,8 @@ def exercise(ledger: Ledger) -> None:
     for index in range(30):
         ledger.charge(record(f"key-{index % 3}", f"new-{index}"), remember=("h", Answer(b"a" * 5000, "m")))
     assert ledger.recall("key-0", "new-0") is not None
-    try:
+    with pytest.raises(DuplicateRequestError):
         ledger.charge(record("key-0", "new-0"), remember=("h", Answer(b"a", "m")))
-    except DuplicateRequestError:
-        pass
     ledger.charge(record("old-key", "old-7"), remember=("h", Answer(b"b" * 10, "m")))  # past its window
     ledger.charge(record("key-1", None, 0), task=StoredTask("task-x", "key-1", ["a", "b"], ["{}"]))
     ledger.quota("key-2")
