@@ -4,9 +4,11 @@ and totals in one statement at its start and writes its query rows and its keys'
 statement each at its end.
 
 At the start every key of the group gets a totals row if it has none, and on PostgreSQL those rows are
-locked, sorted: each key's charges on every replica then run one after the other, so the quotas read
-here cannot change before this transaction commits, and two replicas' groups never wait for each other
-in a circle. Each accepted charge then adds its images and cost to the figures read, so the next charge
+locked, sorted, in one statement that makes the missing rows and locks the others as it goes: each key's
+charges on every replica then run one after the other, so the quotas read here cannot change before this
+transaction commits, and two replicas' groups never wait for each other in a circle. (Locking the rows
+that exist first and making the new ones after broke that order: a group holding ``k2`` waited for a
+``k1`` another replica had just made, while that replica waited for ``k2``: PostgreSQL's deadlock.) Each accepted charge then adds its images and cost to the figures read, so the next charge
 of the same key in the group is checked against them.
 """
 
@@ -79,9 +81,21 @@ _NOTHING = (0, 0, 0.0)
 
 
 def begin_batch(db: Conn, dialect: Dialect, key_ids: list[str], default_images: int | None) -> ChargeBatch:
-    """``key_ids`` sorted: the order in which their rows are locked on PostgreSQL. A key's first charge
-    makes its totals row (rows of new keys are made, then locked, in sorted order too)."""
-    quotas = quota_states(db, key_ids, default_images, lock=dialect.for_update_of("u"))
+    """``key_ids`` sorted: the order in which their rows are made or locked. A key's first charge makes
+    its totals row."""
+    if not key_ids:
+        return ChargeBatch({})
+    if dialect.locks_rows:
+        # one pass in sorted order: a missing row is inserted (and so held), an existing one locked
+        # ("all rows will be locked when the ON CONFLICT DO UPDATE action is taken", WHERE false or not)
+        db.execute(
+            "INSERT INTO key_usage (key_id, requests, images, cost) VALUES"
+            f" {', '.join(['(?, 0, 0, 0)'] * len(key_ids))}"
+            " ON CONFLICT (key_id) DO UPDATE SET requests = key_usage.requests WHERE FALSE",
+            tuple(key_ids),
+        )
+        return ChargeBatch(quota_states(db, key_ids, default_images))
+    quotas = quota_states(db, key_ids, default_images)  # one writer at a time (SQLite): nothing to lock
     new = [key_id for key_id in key_ids if key_id not in quotas]
     if new:
         db.executemany(
@@ -89,7 +103,7 @@ def begin_batch(db: Conn, dialect: Dialect, key_ids: list[str], default_images: 
             " ON CONFLICT (key_id) DO NOTHING",
             [(key_id,) for key_id in new],
         )
-        quotas.update(quota_states(db, new, default_images, lock=dialect.for_update_of("u")))
+        quotas.update(quota_states(db, new, default_images))
     return ChargeBatch(quotas)
 
 

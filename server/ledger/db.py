@@ -5,7 +5,7 @@ The ledger's SQL is written once, with ``?`` placeholders and the syntax both en
 ``Dialect`` holds the few phrases that differ. On both, concurrent charges of one process share a
 transaction (``server.ledger.group_commit``). The engines differ in how writers are kept apart: SQLite
 has one writer at a time (BEGIN IMMEDIATE); PostgreSQL has many (replicas), so a transaction first locks
-its keys' totals rows (``SELECT ... FOR UPDATE``) and other keys' charges commit side by side.
+its keys' totals rows (``server.ledger.batch``) and other keys' charges commit side by side.
 """
 
 from __future__ import annotations
@@ -59,12 +59,8 @@ class Dialect:
     skip_locked: str
     # a timestamp column's period start: ``{p}`` is the placeholder of the period in seconds
     period_start: str
-    # every charge locks its key's totals row first (many writers); SQLite's one writer needs none
+    # a group of charges locks its keys' totals rows first (many writers); SQLite's one writer needs none
     locks_rows: bool
-
-    def for_update_of(self, table: str) -> str:
-        """``for_update`` limited to ``table``'s rows (a join's other side may be missing)."""
-        return f"{self.for_update} OF {table}" if self.for_update else ""
 
 
 class Cursor(Protocol):

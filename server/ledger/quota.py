@@ -70,14 +70,11 @@ def quota_state(db: Conn, key_id: str, default_images: int | None) -> QuotaState
     return _state(row, default_images)
 
 
-def quota_states(
-    db: Conn, key_ids: Sequence[str], default_images: int | None, lock: str = ""
-) -> dict[str, QuotaState]:
-    """The quotas and totals of those ``key_ids`` that have a totals row, in one statement; ``lock``
-    (a dialect's ``FOR UPDATE OF u``) locks those rows in the order of the keys."""
+def quota_states(db: Conn, key_ids: Sequence[str], default_images: int | None) -> dict[str, QuotaState]:
+    """The quotas and totals of those ``key_ids`` that have a totals row, in one statement."""
     rows = db.execute(
         f"SELECT u.key_id, {_COLUMNS} FROM key_usage AS u LEFT JOIN api_keys AS k ON k.key_id = u.key_id"
-        f" WHERE u.key_id IN ({', '.join('?' * len(key_ids))}) ORDER BY u.key_id{lock}",
+        f" WHERE u.key_id IN ({', '.join('?' * len(key_ids))})",
         tuple(key_ids),
     ).fetchall()
     return {row[0]: _state(row, default_images) for row in rows}

@@ -105,6 +105,45 @@ def test_a_failed_transaction_charges_none_of_its_group(tmp_path: Path) -> None:
     assert errors == ["LedgerUnavailableError", "LedgerUnavailableError"]
 
 
+def test_a_group_making_a_key_row_never_holds_a_later_key_while_it_waits(postgres) -> None:
+    """The deadlock CI met: a group of keys ``k1`` (new) and ``k2`` (existing) once locked ``k2`` first,
+    then waited to make ``k1``, which another replica had just made and which then waited for ``k2``.
+    Rows are now made or locked in the keys' order, so the other replica gets ``k2`` at once."""
+    from server.ledger.batch import begin_batch
+
+    ledger = Ledger(postgres.database())
+    ledger.charge(record("k2", 1))
+    failures: list[BaseException] = []
+
+    def group_of_k1_and_k2() -> None:
+        try:
+            with ledger.db.transaction(pipelined=True) as db:
+                begin_batch(db, ledger.dialect, ["k1", "k2"], None).quotas  # noqa: B018
+        except BaseException as exc:
+            failures.append(exc)
+
+    with psycopg.connect(str(ledger.target)) as replica:
+        replica.execute("SET lock_timeout = 10000")
+        replica.execute("INSERT INTO key_usage VALUES ('k1', 0, 0, 0)")  # made, not committed yet
+        group = threading.Thread(target=group_of_k1_and_k2)
+        group.start()
+        deadline = time.monotonic() + 10
+        while not replica.execute(  # the group waits for the replica's k1
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline and group.is_alive()
+            time.sleep(0.01)
+        try:
+            replica.execute("SELECT images FROM key_usage WHERE key_id = 'k2' FOR UPDATE")
+        except psycopg.Error as exc:
+            failures.append(exc)
+        replica.rollback()
+        group.join(timeout=30)
+    assert not failures, failures
+    assert ledger.images_used("k2") == 1
+    ledger.close()
+
+
 def test_replicas_charging_the_same_keys_beside_the_prune_lose_and_double_nothing(
     ledger_target: Path | str,
 ) -> None:
