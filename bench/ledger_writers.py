@@ -112,7 +112,8 @@ def render(rows: list, trees: dict[str, Path], args: argparse.Namespace) -> str:
         f"Ledger charges/s (median of {args.repeats}), {args.charges} charges a cell, {args.keys} keys,"
         f" {kind}; {os.cpu_count()} CPUs",
         "",
-        "| engine | writers | " + " | ".join(f"{n}: charges/s (transactions)" for n in names)
+        "| engine | writers | "
+        + " | ".join(f"{n}: charges/s (transactions)" for n in names)
         + (" | ratio |" if len(names) == 2 else " |"),
         "|---|---:|" + "---:|" * (len(names) + (len(names) == 2)),
     ]

@@ -23,6 +23,8 @@ __all__ = ["ANONYMOUS_KEY_ID", "Identity", "KeyRing", "keep_keys_fresh"]
 log = logging.getLogger(__name__)
 
 ANONYMOUS_KEY_ID = "anonymous"
+
+
 @dataclass(frozen=True)
 class Identity:
     key_id: str

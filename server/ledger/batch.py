@@ -1,15 +1,16 @@
 """What the charges of one shared transaction (``server.ledger.group_commit``) gather before its
 commit, and the few statements that write it: whatever their number, a group reads its keys' quotas
 and totals in one statement at its start and writes its query rows and its keys' totals in one
-statement each at its end.
+statement each at its end (PostgreSQL adds one at the start: the locks below).
 
 At the start every key of the group gets a totals row if it has none, and on PostgreSQL those rows are
 locked, sorted, in one statement that makes the missing rows and locks the others as it goes: each key's
 charges on every replica then run one after the other, so the quotas read here cannot change before this
 transaction commits, and two replicas' groups never wait for each other in a circle. (Locking the rows
 that exist first and making the new ones after broke that order: a group holding ``k2`` waited for a
-``k1`` another replica had just made, while that replica waited for ``k2``: PostgreSQL's deadlock.) Each accepted charge then adds its images and cost to the figures read, so the next charge
-of the same key in the group is checked against them.
+``k1`` another replica had just made, while that replica waited for ``k2``: PostgreSQL's deadlock.)
+Each accepted charge then adds its images and cost to the figures read, so the next charge of the same
+key in the group is checked against them.
 """
 
 from __future__ import annotations

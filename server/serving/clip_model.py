@@ -261,9 +261,7 @@ def _create_model(open_clip, settings: ServerSettings, device: torch.device) -> 
     return _create_pretrained(open_clip, name, str(settings.pretrained), device, quick_gelu)
 
 
-def _create_pretrained(
-    open_clip, name: str, tag: str, device: torch.device, quick_gelu: bool
-) -> ClipModel:
+def _create_pretrained(open_clip, name: str, tag: str, device: torch.device, quick_gelu: bool) -> ClipModel:
     tags = open_clip.list_pretrained_tags_by_model(name)
     if tag not in tags:
         raise ModelLoadError(f"{name} has no pretrained tag {tag!r}; known tags: {tags or 'none'}")

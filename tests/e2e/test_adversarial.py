@@ -143,6 +143,7 @@ def from_schema(schema: dict) -> st.SearchStrategy:
         return st.booleans()
     return st.none()
 
+
 msgpack_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20)
     | st.binary(max_size=64),

@@ -184,9 +184,7 @@ def test_data_writes_image_folders_that_train_reads(server, tmp_path, kind) -> N
         assert len(classes) == 10, (split, classes)
         assert all(any((out / split / name).iterdir()) for name in classes)
     summary = train(server, out, tmp_path / "run", "--steps", "1", "--shots", "2")
-    assert summary["evaluations"]["test"]["images"] == sum(
-        1 for _ in (out / "test").rglob("*.png")
-    )
+    assert summary["evaluations"]["test"]["images"] == sum(1 for _ in (out / "test").rglob("*.png"))
 
 
 def test_augment_is_refused_on_image_folders(server, dataset, tmp_path) -> None:

@@ -167,5 +167,3 @@ def test_batch_sampler_resume() -> None:
     assert [restored.next_batch().tolist() for _ in range(10)] == future
     fresh = BatchSampler(10, 3, seed=999)
     assert [fresh.next_batch().tolist() for _ in range(10)] != future
-
-

@@ -78,8 +78,9 @@ def json_reply(model: Any, status: int = 200) -> Reply:
 
 def msgpack_reply(obj: Any, status: int = 200) -> Reply:
     content = pack(obj.model_dump() if hasattr(obj, "model_dump") else obj)
-    return lambda request: httpx.Response(status, content=content,
-                                          headers={"Content-Type": MSGPACK_CONTENT_TYPE})
+    return lambda request: httpx.Response(
+        status, content=content, headers={"Content-Type": MSGPACK_CONTENT_TYPE}
+    )
 
 
 def error_reply(status: int, code: ErrorCode, message: str, detail: dict | None = None) -> Reply:
@@ -117,30 +118,54 @@ def images_for(n: int, dtype: str = "float32", seed: int = 0) -> np.ndarray:
 
 
 TASK_LIMITS = TaskLimits(
-    max_task_bytes=2**20, max_classes=1000, max_templates=100, max_class_name_chars=200,
-    max_template_chars=300, max_texts=100_000, max_tasks_per_key=1000,
+    max_task_bytes=2**20,
+    max_classes=1000,
+    max_templates=100,
+    max_class_name_chars=200,
+    max_template_chars=300,
+    max_texts=100_000,
+    max_tasks_per_key=1000,
 )
 
 
 def info_model(protocol_version: str = PROTOCOL_VERSION) -> InfoResponse:
     return InfoResponse(
-        protocol_version=protocol_version, model="tiny-vit", pretrained="random-init", image_size=8,
-        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), accepted_dtypes=["float32", "float16", "uint8"],
-        output_dtype="float32", losses=["ce", "focal"], max_batch_images=64, max_request_bytes=10_000_000,
-        price_per_1k_images=1.5, quota_images=None, auth_required=True, task_limits=TASK_LIMITS,
-        idempotency_window_s=86400.0, replay_ttl_s=900.0,
+        protocol_version=protocol_version,
+        model="tiny-vit",
+        pretrained="random-init",
+        image_size=8,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        accepted_dtypes=["float32", "float16", "uint8"],
+        output_dtype="float32",
+        losses=["ce", "focal"],
+        max_batch_images=64,
+        max_request_bytes=10_000_000,
+        price_per_1k_images=1.5,
+        quota_images=None,
+        auth_required=True,
+        task_limits=TASK_LIMITS,
+        idempotency_window_s=86400.0,
+        replay_ttl_s=900.0,
     )
 
 
 def task_model(class_names: list[str] | None = None) -> TaskResponse:
     names = class_names or [f"class{i}" for i in range(NUM_CLASSES)]
-    return TaskResponse(task_id=TASK_ID, num_classes=len(names), class_names=names,
-                        templates=["a photo of a {}."])
+    return TaskResponse(
+        task_id=TASK_ID, num_classes=len(names), class_names=names, templates=["a photo of a {}."]
+    )
 
 
 def usage_model() -> UsageResponse:
-    return UsageResponse(key_id="abc", total=UsageCounts(), by_endpoint={}, rejected_requests=0,
-                         rejected_by_status={}, price_per_1k_images=1.5)
+    return UsageResponse(
+        key_id="abc",
+        total=UsageCounts(),
+        by_endpoint={},
+        rejected_requests=0,
+        rejected_by_status={},
+        price_per_1k_images=1.5,
+    )
 
 
 class FakeServer:
@@ -176,8 +201,11 @@ class Router:
         return reply(request)
 
 
-def make_client(handler: Callable[[httpx.Request], httpx.Response], retry: RetryPolicy = NO_WAIT,
-                meter: QueryMeter | None = None) -> BlackVIPClient:
+def make_client(
+    handler: Callable[[httpx.Request], httpx.Response],
+    retry: RetryPolicy = NO_WAIT,
+    meter: QueryMeter | None = None,
+) -> BlackVIPClient:
     return BlackVIPClient(BASE_URL, API_KEY, retry=retry, meter=meter, transport=httpx.MockTransport(handler))
 
 
@@ -229,8 +257,9 @@ def test_logits_sends_the_batch_and_returns_the_servers_logits(dtype: str) -> No
 
 def test_loss_sends_labels_and_returns_losses_and_correct() -> None:
     losses = np.array([0.25, 1.5, 3.0], dtype=np.float32)
-    server = FakeServer(msgpack_reply(LossResponse(losses=WireTensor.from_numpy(losses),
-                                                   correct=[True, False, True])))
+    server = FakeServer(
+        msgpack_reply(LossResponse(losses=WireTensor.from_numpy(losses), correct=[True, False, True]))
+    )
     with make_client(server) as sdk:
         result = sdk.loss(TASK_ID, images_for(3), np.array([[4], [0], [2]]), loss="focal", focal_gamma=1)
     assert np.array_equal(result.losses, losses)
@@ -254,14 +283,16 @@ def test_client_without_api_key_sends_no_authorization() -> None:
 
 
 @pytest.mark.parametrize("call", list(CALLS))
-@pytest.mark.parametrize(("status", "code", "exc_type"), ERROR_STATUSES,
-                         ids=[str(s[0]) for s in ERROR_STATUSES])
+@pytest.mark.parametrize(
+    ("status", "code", "exc_type"), ERROR_STATUSES, ids=[str(s[0]) for s in ERROR_STATUSES]
+)
 def test_error_status_maps_to_its_exception_and_is_not_retried(
     call: str, status: int, code: ErrorCode, exc_type: type[APIStatusError]
 ) -> None:
     detail = {"received": [2, 3], "hint": "see docs"}
-    server = FakeServer(error_reply(status, code, f"what went wrong ({status})", detail),
-                        logits_reply(logits_for(2)))
+    server = FakeServer(
+        error_reply(status, code, f"what went wrong ({status})", detail), logits_reply(logits_for(2))
+    )
     with make_client(server) as sdk, pytest.raises(APIStatusError) as info:
         CALLS[call](sdk)
     exc = info.value
@@ -319,8 +350,15 @@ def test_a_gateway_error_forever_raises_after_max_attempts(status: int) -> None:
         (404, b'{"error": {"code": "no_such_code", "message": "x"}}', NotFoundError, "no_such_code"),
         (400, b'{"error": {"code": "malformed_body"}}', BadRequestError, "malformed_body"),  # no message
     ],
-    ids=["text-500", "html-501", "msgpack-422", "empty-401", "json-429", "unknown-code-404",
-         "no-message-400"],
+    ids=[
+        "text-500",
+        "html-501",
+        "msgpack-422",
+        "empty-401",
+        "json-429",
+        "unknown-code-404",
+        "no-message-400",
+    ],
 )
 def test_unexpected_error_body_gives_code_unknown(
     status: int, body: bytes, exc_type: type[APIStatusError], snippet: str
@@ -395,8 +433,9 @@ def test_transport_failure_then_success() -> None:
     with make_client(server) as sdk:
         assert np.array_equal(sdk.logits(TASK_ID, images_for(4)), expected)
     assert len(server.requests) == 3
-    assert sdk.meter.to_dict() == {"logits": {"requests": 1, "images": 4,
-                                              "bytes": len(server.requests[0].content)}}
+    assert sdk.meter.to_dict() == {
+        "logits": {"requests": 1, "images": 4, "bytes": len(server.requests[0].content)}
+    }
 
 
 def test_the_last_failure_is_raised_when_attempts_run_out() -> None:
@@ -442,8 +481,9 @@ def test_retry_policy_yields_max_attempts_minus_one_bounded_delays() -> None:
 def test_retried_charged_call_keeps_its_request_id(call: str) -> None:
     success = {
         "logits": logits_reply(logits_for(2)),
-        "loss": msgpack_reply(LossResponse(losses=WireTensor.from_numpy(np.zeros(2, np.float32)),
-                                           correct=[False, True])),
+        "loss": msgpack_reply(
+            LossResponse(losses=WireTensor.from_numpy(np.zeros(2, np.float32)), correct=[False, True])
+        ),
         "register_task": json_reply(task_model(["cat", "dog"])),
     }[call]
     server = FakeServer(unavailable(), fault(httpx.ConnectError), success)
@@ -563,17 +603,23 @@ def test_request_ids_differ_across_many_calls() -> None:
 
 def _service() -> Router:
     losses = LossResponse(losses=WireTensor.from_numpy(np.ones(3, np.float32)), correct=[True] * 3)
-    return Router({
-        ("GET", Routes.INFO): json_reply(info_model()),
-        ("GET", Routes.USAGE): json_reply(usage_model()),
-        ("GET", Routes.TASK.format(task_id=TASK_ID)): json_reply(task_model()),
-        ("POST", Routes.TASKS): json_reply(task_model()),
-        ("POST", Routes.LOGITS.format(task_id=TASK_ID)): logits_reply(logits_for(4)),
-        ("POST", Routes.LOSS.format(task_id=TASK_ID)): msgpack_reply(losses),
-        ("POST", Routes.LOGITS.format(task_id="bad")): error_reply(422, ErrorCode.INVALID_TENSOR, "shape"),
-        ("POST", Routes.LOSS.format(task_id="bad")): error_reply(422, ErrorCode.INVALID_LABELS, "bad labels"),
-        ("POST", Routes.LOGITS.format(task_id="busy")): unavailable(),
-    })
+    return Router(
+        {
+            ("GET", Routes.INFO): json_reply(info_model()),
+            ("GET", Routes.USAGE): json_reply(usage_model()),
+            ("GET", Routes.TASK.format(task_id=TASK_ID)): json_reply(task_model()),
+            ("POST", Routes.TASKS): json_reply(task_model()),
+            ("POST", Routes.LOGITS.format(task_id=TASK_ID)): logits_reply(logits_for(4)),
+            ("POST", Routes.LOSS.format(task_id=TASK_ID)): msgpack_reply(losses),
+            ("POST", Routes.LOGITS.format(task_id="bad")): error_reply(
+                422, ErrorCode.INVALID_TENSOR, "shape"
+            ),
+            ("POST", Routes.LOSS.format(task_id="bad")): error_reply(
+                422, ErrorCode.INVALID_LABELS, "bad labels"
+            ),
+            ("POST", Routes.LOGITS.format(task_id="busy")): unavailable(),
+        }
+    )
 
 
 def _body_len(router: Router, method: str, path: str) -> int:
@@ -664,20 +710,40 @@ def test_meter_round_trips_through_a_dict() -> None:
         ("get_task", json_reply(info_model()), "TaskResponse"),
         ("register_task", msgpack_reply(task_model()), "TaskResponse"),
         ("usage", raw_reply(200, b"{}", "application/json"), "UsageResponse"),
-        ("logits", raw_reply(200, b'{"logits": {"shape": [1], "dtype": "float32", "data": "abcd"}}',
-                             "application/json"), "LogitsResponse"),
+        (
+            "logits",
+            raw_reply(
+                200, b'{"logits": {"shape": [1], "dtype": "float32", "data": "abcd"}}', "application/json"
+            ),
+            "LogitsResponse",
+        ),
         ("logits", raw_reply(200, b"\xc1\xc1", MSGPACK_CONTENT_TYPE), "LogitsResponse"),
         ("logits", msgpack_reply(task_model()), "LogitsResponse"),
         ("logits", msgpack_reply([1, 2, 3]), "LogitsResponse"),
-        ("logits", msgpack_reply({"logits": WireTensor.from_numpy(logits_for(2)).model_dump(), "x": 1}),
-         "LogitsResponse"),
+        (
+            "logits",
+            msgpack_reply({"logits": WireTensor.from_numpy(logits_for(2)).model_dump(), "x": 1}),
+            "LogitsResponse",
+        ),
         ("loss", msgpack_reply({"losses": {"shape": [2], "dtype": "float32", "data": b""}}), "LossResponse"),
     ],
-    ids=["info-html", "info-wrong-model", "task-wrong-model", "task-msgpack", "usage-empty", "logits-json",
-         "logits-garbage", "logits-wrong-model", "logits-list", "logits-extra-field", "loss-missing-field"],
+    ids=[
+        "info-html",
+        "info-wrong-model",
+        "task-wrong-model",
+        "task-msgpack",
+        "usage-empty",
+        "logits-json",
+        "logits-garbage",
+        "logits-wrong-model",
+        "logits-list",
+        "logits-extra-field",
+        "loss-missing-field",
+    ],
 )
-def test_response_that_is_not_the_expected_model_raises_protocol_error(call: str, reply: Reply,
-                                                                       model: str) -> None:
+def test_response_that_is_not_the_expected_model_raises_protocol_error(
+    call: str, reply: Reply, model: str
+) -> None:
     server = FakeServer(reply)
     with make_client(server) as sdk, pytest.raises(ProtocolError) as info:
         CALLS[call](sdk)

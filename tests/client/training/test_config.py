@@ -140,8 +140,6 @@ def test_batches_per_epoch_is_the_seeds_drop_last_loader(
         batches_per_epoch(0, batch)
 
 
-
-
 def test_field_tags_derive_every_list_of_names_from_the_class() -> None:
     assert TrainConfig.tagged(RESUMABLE) == {
         "url", "out", "max_wait_seconds", "eval_splits", "eval_batch", "eval_every", "steps", "epochs",

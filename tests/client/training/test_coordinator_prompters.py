@@ -300,8 +300,13 @@ def _info(max_batch_images: int, max_request_bytes: int, image_size: int = 224) 
         quota_images=None,
         auth_required=False,
         task_limits=TaskLimits(
-            max_task_bytes=2**20, max_classes=1000, max_templates=100, max_class_name_chars=200,
-            max_template_chars=300, max_texts=100_000, max_tasks_per_key=1000,
+            max_task_bytes=2**20,
+            max_classes=1000,
+            max_templates=100,
+            max_class_name_chars=200,
+            max_template_chars=300,
+            max_texts=100_000,
+            max_tasks_per_key=1000,
         ),
         idempotency_window_s=86400.0,
         replay_ttl_s=900.0,
@@ -339,9 +344,7 @@ def test_apply_vector_equals_set_vector_then_apply_and_leaves_the_prompter_alone
     space: PixelSpace, make: str
 ) -> None:
     prompter: Prompter = {
-        "coordinator": lambda: CoordinatorPrompt(
-            Coordinator(RandomPooledEncoder(z_dim=64), 32), space, 1.0
-        ),
+        "coordinator": lambda: CoordinatorPrompt(Coordinator(RandomPooledEncoder(z_dim=64), 32), space, 1.0),
         "padding": lambda: PaddingPrompt(32, space),
         "bar": lambda: BarProgram(32),
     }[make]()

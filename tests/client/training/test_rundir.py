@@ -72,8 +72,6 @@ def test_atomic_write_json_keeps_the_old_file_on_failure(
     assert os.listdir(path.parent) == ["metrics.json"]  # the temp file was removed
 
 
-
-
 # --------------------------------------------------------------------------- summary and metric lines
 
 

@@ -129,7 +129,8 @@ def test_a_group_making_a_key_row_never_holds_a_later_key_while_it_waits(postgre
         group.start()
         deadline = time.monotonic() + 10
         while not replica.execute(  # the group waits for the replica's k1
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            "SELECT COUNT(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
         ).fetchone()[0]:
             assert time.monotonic() < deadline and group.is_alive()
             time.sleep(0.01)
