@@ -92,13 +92,14 @@ class PostgresServer:
         """The URL of database ``name`` (the password, if any, is left to PGPASSWORD)."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{name}"
 
-    def database(self, prefix: str = "t", name: str | None = None) -> str:
-        """A new, empty database's URL."""
+    def database(self, prefix: str = "t", name: str | None = None, encoding: str | None = None) -> str:
+        """A new, empty database's URL (``encoding``: e.g. SQL_ASCII, as initdb in a C locale makes)."""
         import psycopg
 
         name = name or f"{prefix}_{os.getpid()}_{next(self._names)}"
+        options = f" ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" if encoding else ""
         with psycopg.connect(self.url, autocommit=True, password=self.password) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"{options}')
         return self.database_url(name)
 
     def log(self) -> str:

@@ -99,7 +99,13 @@ class PostgresDatabase:
                 url,
                 min_size=1,
                 max_size=max(1, pool_size),
-                kwargs={"autocommit": True, "connect_timeout": max(1, int(busy_timeout_s))},
+                # UTF8 whatever the database's encoding: on a SQL_ASCII database (initdb in a C locale)
+                # psycopg would hand text back as bytes, and a key id as bytes matches no key
+                kwargs={
+                    "autocommit": True,
+                    "connect_timeout": max(1, int(busy_timeout_s)),
+                    "client_encoding": "UTF8",
+                },
                 configure=configure,
                 open=False,
                 name="blackvip-ledger",

@@ -276,3 +276,17 @@ def test_an_unreachable_postgres_ledger_is_unavailable_and_its_password_is_not_s
     with pytest.raises(LedgerUnavailableError, match=r"blackvip:\*\*\*@127\.0\.0\.1") as failed:
         Ledger(url, LedgerLimits(busy_timeout_s=1.0))
     assert "hunter2" not in str(failed.value)
+
+
+def test_a_sql_ascii_database_gives_text_back_as_text(postgres) -> None:
+    """initdb in a C locale makes SQL_ASCII databases, where psycopg handed text back as bytes: a new
+    key's totals row was not found under its str id and every first charge failed (KeyError, a 500).
+    The ledger's connections speak UTF8 whatever the database's encoding."""
+    ledger = Ledger(postgres.database(encoding="SQL_ASCII"))
+    task = StoredTask("t-\u00e9", "k\u00e9y", ["caf\u00e9", "\u732b"], ["a photo of a {}."])
+    ledger.charge(QueryRecord("k\u00e9y", Endpoint.TASKS, task.task_id, None, 0, 0, 10, 2, 0.0), task=task)
+    ledger.charge(QueryRecord("k\u00e9y", Endpoint.LOSS, task.task_id, "r1", 3, 1, 10, 0, 0.003))
+    assert ledger.images_used("k\u00e9y") == 3
+    assert ledger.load_task(task.task_id, "k\u00e9y") == task
+    assert ledger.keys.totals()["k\u00e9y"].images == 3
+    ledger.close()
