@@ -16,7 +16,7 @@ from typing import Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from server.ledger.db import is_postgres_url, redact_url
+from server.ledger.db import LedgerUnavailableError, check_ledger_target, is_postgres_url, redact_url
 from shared.protocol import TaskLimits
 
 __all__ = [
@@ -92,7 +92,13 @@ class ServerSettings(BaseModel):
     @field_validator("ledger", mode="before")
     @classmethod
     def _ledger_target(cls, value: object) -> object:
-        return ledger_target(value) if isinstance(value, str) else value
+        try:
+            if isinstance(value, str):
+                return ledger_target(value)
+            check_ledger_target(value)  # a Path: a URL made a path folded its //
+        except (argparse.ArgumentTypeError, LedgerUnavailableError) as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _open_only_on_loopback(self) -> ServerSettings:
@@ -144,7 +150,12 @@ def shipped_weights(model: str) -> Path | None:
 
 
 def ledger_target(text: str) -> Path | str:
-    """``--ledger``: a ``postgresql://`` URL stays text, anything else is a SQLite file's path."""
+    """``--ledger``: a ``postgresql://`` URL stays text, anything else is a SQLite file's path; a value
+    that starts like a PostgreSQL URL but is none is refused, saying why."""
+    try:
+        check_ledger_target(text)
+    except LedgerUnavailableError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text if is_postgres_url(text) else Path(text)
 
 
@@ -285,6 +296,8 @@ def _from_env(raw: str, options: _FlagOptions) -> object:
         return convert(raw)
     except ValueError as exc:
         raise SettingsError(f"environment value {raw!r} is not valid: {exc}") from exc
+    except argparse.ArgumentTypeError as exc:  # its message names the value (a URL: without its password)
+        raise SettingsError(f"environment value not valid: {exc}") from exc
 
 
 def _split_keys(raw: str) -> list[str]:

@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers import KEYS, tiny_argv
 
+pytest_plugins = ["tests.worktree_guard"]  # the run fails if it leaves files outside the ignore rules
+
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:

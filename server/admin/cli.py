@@ -53,7 +53,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     common.add_argument(
         "--ledger",
         type=ledger_target,
-        default=ledger_target(default_ledger),
+        default=default_ledger,  # argparse converts it, so a bad BLACKVIP_LEDGER is a usage error too
         help="the ledger: a SQLite file or a postgresql:// URL (env BLACKVIP_LEDGER)",
     )
     parser = argparse.ArgumentParser(prog="blackvip-server", description="Manage API keys; export usage.")

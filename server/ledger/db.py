@@ -10,6 +10,7 @@ its keys' totals rows (``server.ledger.batch``) and other keys' charges commit s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ __all__ = [
     "Database",
     "Dialect",
     "LedgerUnavailableError",
+    "check_ledger_target",
     "is_postgres_url",
     "redact_url",
 ]
@@ -37,6 +39,26 @@ class LedgerUnavailableError(RuntimeError):
 def is_postgres_url(target: object) -> bool:
     """A ``--ledger`` value naming a PostgreSQL database rather than a SQLite file."""
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def check_ledger_target(target: object) -> None:
+    """Raise ``LedgerUnavailableError`` for a value that means PostgreSQL but is no usable URL (a typo
+    such as ``postgresql:/host/db``, or a URL made a ``Path``, which folds its ``//``): opened as a SQLite
+    file it would silently start an empty ledger in a folder named ``postgresql:``."""
+    text = str(target)
+    if not text.lower().startswith(("postgresql:", "postgres:")):
+        return
+    if isinstance(target, str) and is_postgres_url(target):
+        try:
+            urlsplit(target).port  # noqa: B018 (a port that is no number raises here)
+            return
+        except ValueError as exc:  # redact_url would fail on it too: the password goes by hand
+            shown = re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", target)
+            raise LedgerUnavailableError(f"the ledger URL {shown!r} is not valid: {exc}") from None
+    raise LedgerUnavailableError(
+        f"the ledger {text!r} starts like a PostgreSQL URL but is not one: write postgresql://USER@HOST:PORT/DB"
+        + (" (given as a file path, whose // became /)" if not isinstance(target, str) else "")
+    )
 
 
 def redact_url(url: str) -> str:

@@ -24,7 +24,14 @@ from typing import TypeVar
 
 from server.ledger.answers import Answer, AnswerStore, DuplicateRequestError, Remembered
 from server.ledger.batch import ChargeBatch, QueryRecord, begin_batch, write_batch
-from server.ledger.db import CommitObserver, Conn, Database, LedgerUnavailableError, is_postgres_url
+from server.ledger.db import (
+    CommitObserver,
+    Conn,
+    Database,
+    LedgerUnavailableError,
+    check_ledger_target,
+    is_postgres_url,
+)
 from server.ledger.group_commit import GroupCommit
 from server.ledger.keys import SqlKeyStore
 from server.ledger.quota import QuotaExceededError, QuotaState, quota_state
@@ -86,6 +93,7 @@ _OWN_ERRORS = (QuotaExceededError, TaskLimitError, DuplicateRequestError)
 
 def open_database(target: Path | str, limits: LedgerLimits) -> Database:
     """The engine ``target`` names: a ``postgresql://`` URL, else a SQLite file."""
+    check_ledger_target(target)
     if is_postgres_url(target):
         from server.ledger.postgres import PostgresDatabase  # psycopg: only for a PostgreSQL ledger
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import SettingsError, hash_api_key, parse_args
+from server.ledger import Ledger, LedgerUnavailableError
+from server.settings import ServerSettings, SettingsError, hash_api_key, parse_args
 
 
 def test_flags_override_env_and_env_overrides_defaults() -> None:
@@ -81,3 +82,32 @@ def test_a_postgresql_ledger_url_stays_a_url_and_its_password_is_never_shown(sou
         settings.public_dict()
     )
     assert parse_args([*argv, "--ledger", "runs/l.sqlite3"], env={}).ledger == Path("runs/l.sqlite3")
+
+
+@pytest.mark.parametrize(
+    "value", ["postgresql:/blackvip@127.0.0.1:35071/blackvip", "postgres:db", "postgresql://u@h:port/db"]
+)
+def test_a_ledger_that_means_postgresql_but_is_no_url_is_refused(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once opened as a SQLite path (pathlib folds ``//``): an empty ledger in a folder named
+    ``postgresql:``, the debris issue 24 found committed."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--random-init", "--ledger", value], env={})
+    assert exit_info.value.code == 2
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert f"--ledger: the ledger {'URL ' if '//' in value else ''}'{value}'" in said, said
+    with pytest.raises(SettingsError, match="not valid"):
+        parse_args(["--random-init"], env={"BLACKVIP_LEDGER": value})
+    with pytest.raises(ValueError, match="given as a file path"):  # pydantic's ValidationError
+        ServerSettings(ledger=Path("postgresql://u@127.0.0.1/db"))
+    with pytest.raises(LedgerUnavailableError, match="PostgreSQL URL"):
+        Ledger(Path("postgresql://u@127.0.0.1/db"))
+    assert list(tmp_path.iterdir()) == []  # no file or folder was made
+
+
+def test_a_bad_ledger_url_is_named_without_its_password() -> None:
+    with pytest.raises(SettingsError, match="not valid") as info:
+        parse_args(["--random-init"], env={"BLACKVIP_LEDGER": "postgresql://u:hunter2@h:port/db"})
+    assert "hunter2" not in str(info.value) and "u:***@h:port" in str(info.value)

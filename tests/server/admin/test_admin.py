@@ -137,3 +137,16 @@ def test_exports_sum_to_the_ledgers_totals_within_the_window_and_key(tmp_path: P
                 assert len(rows_of) == totals["requests"]
                 assert sum(int(row["images"]) for row in rows_of) == totals["images"]
                 assert sum(float(row["cost"]) for row in rows_of) == pytest.approx(totals["cost"], rel=1e-12)
+
+
+def test_a_ledger_that_means_postgresql_but_is_no_url_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run("keys", "list", ledger=Path("postgresql://u@127.0.0.1:5432/db"))[0] == 2  # // folded
+    assert "starts like a PostgreSQL URL but is not one" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # the environment's value too, not a traceback
+        admin_main(["ledger", "export"], env={"BLACKVIP_LEDGER": "postgres:/db"}, out=io.StringIO())
+    assert exit_info.value.code == 2
+    assert "starts like a PostgreSQL URL" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
