@@ -3,8 +3,10 @@
 Each app has its own registry (not prometheus_client's global one), so several apps in one process,
 as the tests build them, never share or collide on a counter. Label values come only from the
 server's own vocabulary: route templates (or ``unmatched``), a bounded set of methods, statuses,
-error codes and endpoint names; no key id, task id, request id or raw path ever becomes a label.
-Series of known label values exist from the start at 0, so a rate over them never starts missing.
+error codes, endpoint names and, on the charge counters only, the id of a key that authenticated (the
+server's own keys: as many series as keys, never one per request); no task id, request id, raw path or
+key a client merely typed ever becomes a label. Series of known label values exist from the start at 0,
+so a rate over them never starts missing; a key's charge series appear with its first charge.
 """
 
 from __future__ import annotations
@@ -53,14 +55,14 @@ class ServerMetrics:
         )
         self.charged_requests = Counter(
             "blackvip_charged_requests",
-            "Requests charged in the ledger (a replay is not charged again), by endpoint",
-            ("endpoint",),
+            "Requests charged in the ledger (a replay is not charged again), by key id and endpoint",
+            ("key_id", "endpoint"),
             registry=registry,
         )
         self.images = Counter(
             "blackvip_images_charged",
-            "Images charged in the ledger, by endpoint",
-            ("endpoint",),
+            "Images charged in the ledger, by key id and endpoint",
+            ("key_id", "endpoint"),
             registry=registry,
         )
         self.forward_seconds = Histogram(
@@ -101,9 +103,6 @@ class ServerMetrics:
             "Ledger transactions of charges that failed (answered 503, nothing charged)",
             registry=registry,
         )
-        for endpoint in Endpoint:
-            self.charged_requests.labels(endpoint.value)
-            self.images.labels(endpoint.value)
         for code in ErrorCode:
             self.rejected.labels(code.value)
 
@@ -114,10 +113,11 @@ class ServerMetrics:
     def rejected_request(self, code: ErrorCode) -> None:
         self.rejected.labels(code.value).inc()
 
-    def charged(self, endpoint: Endpoint, images: int) -> None:
-        """Called once a charge has committed, never for a replay or a refused charge."""
-        self.charged_requests.labels(endpoint.value).inc()
-        self.images.labels(endpoint.value).inc(images)
+    def charged(self, key_id: str, endpoint: Endpoint, images: int) -> None:
+        """Called once a charge has committed, never for a replay or a refused charge. A key's series
+        appear with its first charge (keys are the server's own, so their number is bounded)."""
+        self.charged_requests.labels(key_id, endpoint.value).inc()
+        self.images.labels(key_id, endpoint.value).inc(images)
 
     def forward(self, seconds: float, images: int, padding: int) -> None:
         self.forward_seconds.observe(seconds)

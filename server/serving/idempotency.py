@@ -75,9 +75,9 @@ class Idempotency:
         self,
         settings: ServerSettings,
         ledger: Ledger,
-        on_charged: Callable[[Endpoint, int], None] | None = None,
+        on_charged: Callable[[str, Endpoint, int], None] | None = None,
     ) -> None:
-        """``on_charged`` hears (endpoint, images) of each charge once it has committed."""
+        """``on_charged`` hears (key id, endpoint, images) of each charge once it has committed."""
         self.settings = settings
         self.ledger = ledger
         self.on_charged = on_charged
@@ -170,7 +170,7 @@ class Idempotency:
         except TaskLimitError as exc:
             raise task_limit_error(exc) from None
         if self.on_charged is not None:
-            self.on_charged(charge.endpoint, done.images)
+            self.on_charged(record.key_id, charge.endpoint, done.images)
 
 
 def _replay(seen: Remembered, charge: Charge) -> Answer:

@@ -10,7 +10,11 @@ import httpx
 import pytest
 
 from client import AuthenticationError, BlackVIPClient
+from server.ledger.keys import key_id_for
+from server.settings import hash_api_key
 from tests.helpers import KEYS, Scrape, ServerProcess, random_images, tiny_argv
+
+KEY_ID = key_id_for(hash_api_key(KEYS[0]))  # the charge counters' key_id label
 
 
 def test_scraped_counters_follow_the_sdk_traffic_exactly(tmp_path: Path) -> None:
@@ -34,8 +38,8 @@ def test_scraped_counters_follow_the_sdk_traffic_exactly(tmp_path: Path) -> None
     after = Scrape(plain.text)
     for endpoint in ("tasks", "logits", "loss"):
         counted = meter.by_endpoint[endpoint]
-        images = after.value("blackvip_images_charged_total", endpoint=endpoint)
-        requests = after.value("blackvip_charged_requests_total", endpoint=endpoint)
+        images = after.value("blackvip_images_charged_total", key_id=KEY_ID, endpoint=endpoint)
+        requests = after.value("blackvip_charged_requests_total", key_id=KEY_ID, endpoint=endpoint)
         assert (requests, images) == (counted.requests, counted.images), endpoint
     assert meter.images == 11
     rejected = "blackvip_rejected_requests_total"

@@ -17,12 +17,15 @@ from fastapi.testclient import TestClient
 from server import create_app, parse_args
 from server.api.metrics import METRICS_PATH, OTHER_METHOD
 from server.api.rejections import UNMATCHED_ROUTE
+from server.ledger.keys import key_id_for
 from server.serving.batcher import forward_plan
+from server.settings import hash_api_key
 from shared.codec import pack
 from shared.protocol import MSGPACK_CONTENT_TYPE, REPLAYED_HEADER, REQUEST_ID_HEADER, Routes, WireTensor
 from tests.helpers import KEYS, Scrape, random_images, tiny_argv
 
 KEY = {"Authorization": f"Bearer {KEYS[0]}"}
+KEY_ID = key_id_for(hash_api_key(KEYS[0]))  # the charge counters' key_id label
 LOSS_POST = {"route": Routes.LOSS, "method": "POST"}
 
 
@@ -68,9 +71,9 @@ def test_a_loss_request_moves_each_counter_by_exactly_its_images(api: Any, task_
     before = scrape(api)
     assert post_loss(api, task_id, random_images(n, "float32")).status_code == 200
     after = scrape(api)
-    assert moved(before, after, "blackvip_images_charged_total", endpoint="loss") == n
-    assert moved(before, after, "blackvip_charged_requests_total", endpoint="loss") == 1
-    assert moved(before, after, "blackvip_images_charged_total", endpoint="logits") == 0
+    assert moved(before, after, "blackvip_images_charged_total", key_id=KEY_ID, endpoint="loss") == n
+    assert moved(before, after, "blackvip_charged_requests_total", key_id=KEY_ID, endpoint="loss") == 1
+    assert after.value_or_zero("blackvip_images_charged_total", key_id=KEY_ID, endpoint="logits") == 0
     assert moved(before, after, "blackvip_http_requests_total", status="200", **LOSS_POST) == 1
     assert moved(before, after, "blackvip_http_request_duration_seconds_count", **LOSS_POST) == 1
     # A lone request is one batch of its own images, padded up to the forward sizes in use.
@@ -93,8 +96,8 @@ def test_a_replay_is_answered_again_but_charged_once(api: Any, task_id: str) -> 
     assert (first.status_code, second.status_code) == (200, 200)
     assert second.headers[REPLAYED_HEADER] == "true" and second.content == first.content
     assert moved(before, after, "blackvip_http_requests_total", status="200", **LOSS_POST) == 2
-    assert moved(before, after, "blackvip_images_charged_total", endpoint="loss") == 3
-    assert moved(before, after, "blackvip_charged_requests_total", endpoint="loss") == 1
+    assert moved(before, after, "blackvip_images_charged_total", key_id=KEY_ID, endpoint="loss") == 3
+    assert moved(before, after, "blackvip_charged_requests_total", key_id=KEY_ID, endpoint="loss") == 1
     assert moved(before, after, "blackvip_forward_batch_images_sum") == 3
 
 
@@ -112,7 +115,7 @@ def test_each_refusal_counts_once_under_its_code_and_charges_nothing(api: Any, t
     info_401 = {"route": Routes.INFO, "method": "GET", "status": "401"}
     assert moved(before, after, "blackvip_http_requests_total", **info_401) == 2
     assert moved(before, after, "blackvip_http_requests_total", status="422", **LOSS_POST) == 1
-    assert moved(before, after, "blackvip_images_charged_total", endpoint="loss") == 0
+    assert moved(before, after, "blackvip_images_charged_total", key_id=KEY_ID, endpoint="loss") == 0
     assert moved(before, after, "blackvip_forward_batch_images_count") == 0
 
 
@@ -132,6 +135,7 @@ def test_no_label_holds_anything_a_client_sent(api: Any, task_id: str) -> None:
     assert after.label_values("route") <= templates | {UNMATCHED_ROUTE}
     methods = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", OTHER_METHOD}
     assert after.label_values("method") <= methods
+    assert after.label_values("key_id") <= {key_id_for(hash_api_key(key)) for key in KEYS}  # never the token
     unmatched = {"route": UNMATCHED_ROUTE, "method": "GET", "status": "404"}
     assert moved(before, after, "blackvip_http_requests_total", **unmatched) == 1
     assert moved(before, after, "blackvip_http_requests_total", status="404", **LOSS_POST) == 1
@@ -150,15 +154,17 @@ def test_each_app_counts_its_own_traffic_and_unbatched_forwards(api: Any, tmp_pa
         over = post_loss(other, task, random_images(5, "uint8"))  # 5 + 5 images > the quota of 6
         assert over.status_code == 429 and over.json()["error"]["code"] == "quota_exceeded"
         end = scrape(other)
-    assert start.value("blackvip_images_charged_total", endpoint="loss") == 0  # a registry of its own
-    assert end.value("blackvip_images_charged_total", endpoint="loss") == 5
+    charged = "blackvip_images_charged_total"
+    assert start.value_or_zero(charged, key_id="anonymous", endpoint="loss") == 0  # a registry of its own
+    assert end.value(charged, key_id="anonymous", endpoint="loss") == 5
     assert end.value("blackvip_rejected_requests_total", code="quota_exceeded") == 1
     # Without the batcher: forwards of at most 4 images of one request (4 + 1), never padded.
     assert end.value("blackvip_forward_batch_images_count") == 2
     assert end.value("blackvip_forward_batch_images_sum") == 5
     assert end.value("blackvip_forward_padding_images_total") == 0
     first_app_after = scrape(api)
-    assert moved(first_app_before, first_app_after, "blackvip_images_charged_total", endpoint="loss") == 0
+    assert moved(first_app_before, first_app_after, charged, key_id=KEY_ID, endpoint="loss") == 0
+    assert first_app_after.value_or_zero(charged, key_id="anonymous", endpoint="loss") == 0
 
 
 def test_no_metrics_turns_the_route_and_the_counting_off(tmp_path: Path) -> None:
