@@ -1,13 +1,19 @@
-# The black-box CLIP service. TORCH_VARIANT=cpu (default) takes PyTorch's CPU wheels;
-# TORCH_VARIANT=cuda takes the CUDA build from PyPI (run it with a GPU reserved, docker-compose.gpu.yml).
-FROM python:3.11-slim
+# The black-box CLIP service. Build arguments:
+#   PYTHON_IMAGE     the base (default the official python:3.11-slim; docker/base-images.sh makes a stand-in
+#                    from Debian's packages where no image registry can be reached)
+#   TORCH_VARIANT    cpu (default) or cuda (run it with a GPU reserved: docker-compose.gpu.yml)
+#   TORCH_INDEX_URL  where pip finds torch: by default PyTorch's CPU wheel index for cpu and PyPI (its CUDA
+#                    build) for cuda; any index that has torch 2.14.1 and torchvision 0.29.1 will do
+# The first lines up to the torch layer are the same as client.Dockerfile's: the two images share that layer.
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
 ARG TORCH_VARIANT=cpu
+ARG TORCH_INDEX_URL=
 WORKDIR /app
-RUN if [ "$TORCH_VARIANT" = "cpu" ]; then \
-        pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu; \
-    else \
-        pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1; \
-    fi
+RUN index="${TORCH_INDEX_URL}"; \
+    if [ -z "$index" ] && [ "$TORCH_VARIANT" = "cpu" ]; then index=https://download.pytorch.org/whl/cpu; fi; \
+    if [ -z "$index" ]; then index=https://pypi.org/simple; fi; \
+    pip install --no-cache-dir --index-url "$index" torch==2.14.1 torchvision==0.29.1
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY server ./server
