@@ -24,6 +24,7 @@ from server.api.metrics import install_metrics
 from server.api.openapi import describe_msgpack_models
 from server.api.routes import router
 from server.api.state import AppState
+from server.api.unexpected import AnswerUnexpectedErrors
 from server.errors import APIError, bounded_body, error_responses, problems
 from server.ledger import Ledger, LedgerLimits, LedgerUnavailableError
 from server.ledger.schema import SchemaError
@@ -108,9 +109,9 @@ def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None 
     app.include_router(router, responses=error_responses(ErrorCode.INTERNAL_ERROR))
     describe_msgpack_models(app)
     install_docs(app)
+    _install_error_handlers(app, state)  # before the metrics middleware, which then wraps it
     if state.metrics is not None:
         install_metrics(app, state.metrics)
-    _install_error_handlers(app, state)
     return app
 
 
@@ -209,8 +210,14 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
         code = _HTTP_CODES.get(exc.status_code, fallback)
         return reply(request, APIError(code, str(exc.detail)))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
+    def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
         message = f"internal error: {type(exc).__name__}"
         return reply(request, APIError(ErrorCode.INTERNAL_ERROR, message))
+
+    # inside the metrics middleware (added after it), which then counts the 500
+    app.add_middleware(AnswerUnexpectedErrors, answer=unexpected)
+
+    @app.exception_handler(Exception)  # what escapes the above: an error after the answer had started
+    async def unexpected_late(request: Request, exc: Exception) -> JSONResponse:
+        return unexpected(request, exc)
