@@ -55,8 +55,8 @@ def usage_from_ledger(
 def usage_by_period(
     ledger: Ledger, key_id: str, by: UsagePeriodName, since: datetime | None, until: datetime | None
 ) -> UsagePeriodsResponse:
-    since = as_utc(since) if since is not None else None
-    until = as_utc(until) if until is not None else None
+    since = _in_utc("since", since)
+    until = _in_utc("until", until)
     if since is not None and until is not None and since >= until:
         raise APIError(
             ErrorCode.VALIDATION_ERROR,
@@ -78,3 +78,18 @@ def usage_by_period(
         for row in sums
     ]
     return UsagePeriodsResponse(key_id=key_id, by=by, since=since, until=until, periods=periods)
+
+
+def _in_utc(name: str, moment: datetime | None) -> datetime | None:
+    """``moment`` in UTC; one that UTC cannot hold (year 1 or 9999 with a far offset) is the caller's
+    error, not the server's."""
+    if moment is None:
+        return None
+    try:
+        utc = as_utc(moment)
+        utc.timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise APIError(
+            ErrorCode.VALIDATION_ERROR, f"{name} ({moment.isoformat()}) is out of the range of UTC dates"
+        ) from None
+    return utc
