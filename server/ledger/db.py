@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 __all__ = [
     "CommitObserver",
@@ -49,26 +49,28 @@ def check_ledger_target(target: object) -> None:
     if not text.lower().startswith(("postgresql:", "postgres:")):
         return
     if isinstance(target, str) and is_postgres_url(target):
+        shown = redact_url(target)
+        if "," in urlsplit(target).netloc:
+            raise LedgerUnavailableError(
+                f"the ledger URL {shown!r} names several hosts: give one (a primary's address, or a proxy's)"
+            )
         try:
             urlsplit(target).port  # noqa: B018 (a port that is no number raises here)
             return
-        except ValueError as exc:  # redact_url would fail on it too: the password goes by hand
-            shown = re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", target)
+        except ValueError as exc:
             raise LedgerUnavailableError(f"the ledger URL {shown!r} is not valid: {exc}") from None
+    shown = re.sub(r":[^:@/]*@", ":***@", text)  # a password in what was meant as a URL
     raise LedgerUnavailableError(
-        f"the ledger {text!r} starts like a PostgreSQL URL but is not one: write postgresql://USER@HOST:PORT/DB"
+        f"the ledger {shown!r} starts like a PostgreSQL URL but is not one: write postgresql://USER@HOST:PORT/DB"
         + (" (given as a file path, whose // became /)" if not isinstance(target, str) else "")
     )
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL without its password (``user:PASSWORD@`` or libpq's ``?password=``), for logs and
+    messages. Works on the text, so a URL too broken to parse (a bad port) is redacted too."""
+    url = re.sub(r"^([a-zA-Z][\w+.-]*://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
 from server.ledger import Ledger, LedgerUnavailableError
-from server.settings import ServerSettings, SettingsError, hash_api_key, parse_args
+from server.settings import ServerSettings, SettingsError, hash_api_key, ledger_label, parse_args
 
 
 def test_flags_override_env_and_env_overrides_defaults() -> None:
@@ -111,3 +112,23 @@ def test_a_bad_ledger_url_is_named_without_its_password() -> None:
     with pytest.raises(SettingsError, match="not valid") as info:
         parse_args(["--random-init"], env={"BLACKVIP_LEDGER": "postgresql://u:hunter2@h:port/db"})
     assert "hunter2" not in str(info.value) and "u:***@h:port" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:hunter2@127.0.0.1:5432/db",
+        "postgresql://u@127.0.0.1/db?sslmode=disable&password=hunter2",
+        "postgresql://u@127.0.0.1/db?PASSWORD=hunter2",
+    ],
+)
+def test_a_password_in_the_ledger_url_is_never_shown(url: str) -> None:
+    """Where the URL is shown: the settings saved with a run and logged at start, and error messages."""
+    assert "hunter2" not in ledger_label(url) and "***" in ledger_label(url)
+    saved = parse_args(["--random-init", "--ledger", url], env={}).public_dict()
+    assert "hunter2" not in json.dumps(saved, default=str)
+
+
+def test_a_multi_host_ledger_url_is_a_clear_error() -> None:
+    with pytest.raises(SettingsError, match="several hosts"):
+        parse_args(["--random-init"], env={"BLACKVIP_LEDGER": "postgresql://u:pw@h1:5432,h2:5433/db"})
