@@ -67,12 +67,10 @@ class KeyRing:
         identity = self._static.get(digest)
         if identity is not None:
             return identity
-        managed = self._managed  # one table for the whole lookup, whatever a refresh does meanwhile
-        if digest not in managed:
-            raise APIError(ErrorCode.UNAUTHORIZED, "unknown API key")
-        identity = managed[digest]
+        identity = self._managed.get(digest)  # None: unknown or revoked
         if identity is None:
-            raise APIError(ErrorCode.UNAUTHORIZED, "this API key was revoked")
+            # one answer for both: a guesser must not learn which keys once existed
+            raise APIError(ErrorCode.UNAUTHORIZED, "unknown or revoked API key")
         return identity
 
 
