@@ -4,7 +4,10 @@ TensorBoard points."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,3 +99,35 @@ def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     reader = EventAccumulator(str(folder), size_guidance={"scalars": 0}, purge_orphaned_data=False)
     reader.Reload()
     return {tag: [(e.step, e.value) for e in reader.Scalars(tag)] for tag in reader.Tags()["scalars"]}
+
+
+@contextmanager
+def served_in_thread(app: Any) -> Iterator[int]:
+    """``app`` under a real uvicorn on a free loopback port, in a thread of this process (so a test can
+    reach into the app's state or add a route); yields the port once the model has loaded."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not (server.started and server.servers):
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    while True:  # health is 200 once the model has loaded
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as probe:
+            probe.sendall(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            if b" 200 " in probe.recv(64):
+                break
+        assert time.monotonic() < deadline, "the model did not load"
+        time.sleep(0.1)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -95,6 +95,7 @@ def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None 
             upkeep.cancel()
             keys.cancel()
             await _drain_and_close(state)
+            state.control.shutdown(wait=False)
 
     # /docs is served from an installed package (server.api.docs), not FastAPI's CDN page; no ReDoc.
     app = FastAPI(

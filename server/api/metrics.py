@@ -68,7 +68,7 @@ def install_metrics(app: FastAPI, metrics: ServerMetrics) -> None:
     """Count and time every request of ``app`` and serve the exposition text at ``/metrics``."""
     app.add_middleware(RequestMetrics, metrics=metrics)
 
-    def scrape(request: Request) -> Response:
+    async def scrape(request: Request) -> Response:  # on the event loop: never behind the model's queue
         body, content_type = metrics.render(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 

@@ -89,7 +89,7 @@ async def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def authenticate(
+async def authenticate(
     request: Request, state: State, authorization: Annotated[str | None, Header()] = None
 ) -> str:
     identity = state.keyring.identify(authorization)
@@ -104,7 +104,7 @@ def authenticate(
 KeyId = Annotated[str, Depends(authenticate)]
 
 
-def ready_service(state: State, _key: KeyId) -> QueryService:
+async def ready_service(state: State, _key: KeyId) -> QueryService:
     if state.service is None:
         message = "the model failed to load" if state.load_error else "the model is still loading"
         raise APIError(ErrorCode.NOT_READY, f"{message}; retry shortly", retry_after=2.0)
@@ -114,7 +114,9 @@ def ready_service(state: State, _key: KeyId) -> QueryService:
 Service = Annotated[QueryService, Depends(ready_service)]
 
 
-def request_id(x_request_id: Annotated[str | None, Header(alias=REQUEST_ID_HEADER)] = None) -> str | None:
+async def request_id(
+    x_request_id: Annotated[str | None, Header(alias=REQUEST_ID_HEADER)] = None,
+) -> str | None:
     if x_request_id is not None and not (1 <= len(x_request_id) <= 128 and x_request_id.isprintable()):
         raise APIError(ErrorCode.VALIDATION_ERROR, f"{REQUEST_ID_HEADER} must be 1-128 printable characters")
     return x_request_id
@@ -171,7 +173,7 @@ async def health(state: State) -> JSONResponse:
 
 
 @router.get(Routes.INFO, responses=error_responses(*_KEYED))
-def info(state: State, service: Service) -> InfoResponse:
+async def info(state: State, service: Service) -> InfoResponse:
     settings, backend = state.settings, service.backend
     return InfoResponse(
         protocol_version=PROTOCOL_VERSION,
@@ -281,7 +283,7 @@ async def loss(
     return served_response(served)
 
 
-def open_ledger(state: State) -> Ledger:
+async def open_ledger(state: State) -> Ledger:
     if state.ledger is None:
         raise APIError(ErrorCode.NOT_READY, "the ledger is not open yet", retry_after=2.0)
     return state.ledger
@@ -292,13 +294,14 @@ OpenLedger = Annotated[Ledger, Depends(open_ledger)]
 
 @router.get(Routes.USAGE, responses=error_responses(*_KEYED, *_LEDGER))
 async def usage(state: State, key_id: KeyId, ledger: OpenLedger) -> UsageResponse:
-    return await run_in_threadpool(
+    return await state.run_control(
         usage_from_ledger, ledger, state.rejections, key_id, state.settings.price_per_1k_images
     )
 
 
 @router.get(Routes.USAGE_PERIODS, responses=error_responses(*_KEYED, *_LEDGER))
 async def usage_periods(
+    state: State,
     key_id: KeyId,
     ledger: OpenLedger,
     by: UsagePeriodName = "day",
@@ -307,4 +310,4 @@ async def usage_periods(
 ) -> UsagePeriodsResponse:
     """This key's charged requests, images and cost per UTC hour or day, in ``[since, until)``
     (ISO 8601; a time without a zone is UTC)."""
-    return await run_in_threadpool(usage_by_period, ledger, key_id, by, since, until)
+    return await state.run_control(usage_by_period, ledger, key_id, by, since, until)

@@ -3,8 +3,12 @@ once it has loaded."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from typing import ParamSpec, TypeVar
 
 from server.api.auth import KeyRing
 from server.api.rate_limit import RateLimiter
@@ -14,7 +18,14 @@ from server.metrics import ServerMetrics
 from server.serving.service import QueryService
 from server.settings import ServerSettings
 
-__all__ = ["AppState"]
+__all__ = ["CONTROL_THREADS", "AppState"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# The threads of the control routes (usage reads): their own, so they never queue behind the model's
+# requests in the shared thread pool.
+CONTROL_THREADS = 4
 
 
 @dataclass
@@ -28,3 +39,10 @@ class AppState:
     rejections: RejectionCounter = field(default_factory=RejectionCounter)
     metrics: ServerMetrics | None = None  # None with --no-metrics
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    control: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(CONTROL_THREADS, thread_name_prefix="blackvip-control")
+    )
+
+    async def run_control(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``work`` (a short blocking read) on the control routes' own threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.control, partial(work, *args, **kwargs))

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from server import create_app, parse_args
 from shared.protocol import Routes
-from tests.helpers import tiny_argv
+from tests.helpers import served_in_thread, tiny_argv
 
 
 @pytest.fixture
@@ -29,22 +26,8 @@ def server(tmp_path: Path) -> Iterator[int]:
         raise RuntimeError("a bug")
 
     app.add_api_route("/v1/broken", broken)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    uvi = uvicorn.Server(config)
-    thread = threading.Thread(target=uvi.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not (uvi.started and uvi.servers):
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.05)
-    port = uvi.servers[0].sockets[0].getsockname()[1]
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as probe:  # the model loaded: health 200
-        while b" 200 " not in exchange(probe, Routes.HEALTH)[0]:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-    yield port
-    uvi.should_exit = True
-    thread.join(timeout=30)
+    with served_in_thread(app) as port:
+        yield port
 
 
 def exchange(sock: socket.socket, path: str) -> tuple[bytes, bytes]:
