@@ -26,6 +26,7 @@ RUN pip install --no-cache-dir ".[server,postgres]" \
 USER 1000
 # Ledger in /data and the hub cache in /cache: both are volumes, so nothing is lost with the container.
 ENV BLACKVIP_HOST=0.0.0.0 \
+    BLACKVIP_IN_CONTAINER=1 \
     BLACKVIP_PORT=8000 \
     BLACKVIP_LEDGER=/data/ledger.sqlite3 \
     HF_HOME=/cache

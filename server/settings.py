@@ -84,8 +84,10 @@ class ServerSettings(BaseModel):
     shutdown_grace_s: float = Field(30.0, ge=0.0)
     allow_open: bool = False
     # Where clients reach the service when it sits behind a port mapping (a container binds 0.0.0.0 in
-    # its own network); the open-API check looks at this address instead of --host.
+    # its own network). The open-API check takes it instead of --host only inside a container
+    # (--in-container, set by the image): on a machine's own network --host is what others reach.
     published_on: str | None = None
+    in_container: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: bool = True  # Prometheus text at /metrics, no key (README: Metrics)
 
@@ -102,9 +104,13 @@ class ServerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _open_only_on_loopback(self) -> ServerSettings:
-        reachable_at = self.published_on or self.host
+        if self.in_container:
+            addresses = [self.published_on or self.host]
+        else:  # --published-on 127.0.0.1 cannot make --host 0.0.0.0 private
+            addresses = [self.host] + ([self.published_on] if self.published_on else [])
+        reachable_at = next((address for address in addresses if not is_loopback(address)), None)
         keyed = self.api_key_hashes or self.ledger_keys
-        if not keyed and not self.allow_open and not is_loopback(reachable_at):
+        if not keyed and not self.allow_open and reachable_at is not None:
             raise SettingsError(
                 f"refusing to serve on {reachable_at} with no API keys: anyone who can reach it could "
                 "spend its compute. Set --api-keys/--keys-file (BLACKVIP_API_KEYS), or --ledger-keys to "
@@ -283,6 +289,12 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--shutdown-grace-s", "on SIGTERM, how long in-flight requests may finish", type=float)
     add("--allow-open", "serve with no API keys on a non-loopback address", action="store_true")
     add("--published-on", "address the service is published on behind a port mapping (containers)")
+    add(
+        "--in-container",
+        "the server runs in a container: its port mapping decides who reaches it, so "
+        "--published-on stands for --host in the open-API check (set by the image)",
+        action="store_true",
+    )
     add("--log-level", "logging level", choices=["debug", "info", "warning", "error"])
     add("--no-metrics", "do not serve Prometheus metrics at /metrics", action="store_true")
     return parser

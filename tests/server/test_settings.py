@@ -132,3 +132,17 @@ def test_a_password_in_the_ledger_url_is_never_shown(url: str) -> None:
 def test_a_multi_host_ledger_url_is_a_clear_error() -> None:
     with pytest.raises(SettingsError, match="several hosts"):
         parse_args(["--random-init"], env={"BLACKVIP_LEDGER": "postgresql://u:pw@h1:5432,h2:5433/db"})
+
+
+def test_published_on_stands_for_the_bind_address_only_inside_a_container() -> None:
+    """``--published-on 127.0.0.1`` once made ``--host 0.0.0.0`` pass the open-API check on a machine's
+    own network, where every interface then served an open API."""
+    bare = ["--random-init", "--host", "0.0.0.0", "--published-on", "127.0.0.1"]
+    with pytest.raises(SettingsError, match="refusing to serve on 0.0.0.0"):
+        parse_args(bare, env={})
+    assert parse_args([*bare, "--in-container"], env={}).host == "0.0.0.0"  # the port mapping decides
+    assert parse_args(bare, env={"BLACKVIP_IN_CONTAINER": "1"}).in_container
+    with pytest.raises(SettingsError, match="refusing to serve on 10.0.0.5"):
+        parse_args(["--random-init", "--host", "127.0.0.1", "--published-on", "10.0.0.5"], env={})
+    assert parse_args([*bare, "--api-keys", "k"], env={}).host == "0.0.0.0"  # keyed: anywhere
+    assert parse_args([*bare, "--allow-open"], env={}).allow_open
