@@ -2,11 +2,11 @@
 compose files brought up for real on a Docker engine, as a user brings them up, and what they answer
 compared with what the client job says it spent.
 
-1. ``docker-compose up``: the server healthy; the compose client job (``--profile jobs``, the offline demo
-   with ``--steps``) exits 0; its results table, plot and summaries are in the ``results`` volume; the
-   server's ``/v1/usage`` for the job's key equals the job's own meter (requests, images, cost) summed over
-   its summaries; the monitoring profile's Prometheus has the server as a target, up, and its query of
-   ``blackvip_images_charged_total`` returns the charged images.
+1. ``docker-compose up``: the server healthy; the compose client job (``--profile jobs``: its own command,
+   the offline demo, with ``BLACKVIP_STEPS`` = ``--steps``) exits 0; its results table, plot and summaries
+   are in the ``results`` volume; the server's ``/v1/usage`` for the job's key equals the job's own meter
+   (requests, images, cost) summed over its summaries; the monitoring profile's Prometheus has the server as
+   a target, up, and its query of ``blackvip_images_charged_total`` returns the charged images.
 2. The scale file: 3 replicas on PostgreSQL behind nginx, Prometheus up on all 3; a job (3 x ``--steps``)
    through the balancer; ``docker kill`` of one replica once the job has been charged for a while; the job
    still exits 0, and the ledger's counts (``/v1/usage`` through the balancer) equal the job's meter.
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = ("docker-compose.yml",)
 SCALE = ("docker-compose.yml", "docker-compose.scale.yml")
 PORT, PROMETHEUS_PORT = 18000, 19090  # published on 127.0.0.1 only
+JOB_RESULTS = "/results/demo"  # the compose client service's default command writes here
 
 # In the client image: each job's summary.json under a demo folder of the results volume, and its files.
 READ_RESULTS = """
@@ -116,13 +117,14 @@ def healthy(files: tuple[str, ...], env: dict[str, str], service: str) -> list[s
     return ids if states and all(state == "healthy" for state in states) else []
 
 
-def run_job(files: tuple[str, ...], env: dict[str, str], workdir: str, steps: int) -> subprocess.Popen:
-    """The compose client service's job (its image, entrypoint, volumes), the offline demo for ``steps``."""
-    args = ["--profile", "jobs", "run", "-T", "--rm", "--no-deps", "client", "demo", "--workdir", workdir,
-            "--steps", str(steps), "--eval-every", str(steps)]  # fmt: skip
-    return subprocess.Popen(
-        ["docker-compose", *[f"-f{name}" for name in files], *args], cwd=ROOT, env={**os.environ, **env}
-    )
+def run_job(files: tuple[str, ...], env: dict[str, str], steps: int) -> subprocess.Popen:
+    """The compose client service's default job as ``docker-compose --profile jobs up`` runs it (its
+    image, entrypoint, command and volumes: the offline demo into /results/demo), with BLACKVIP_STEPS and
+    BLACKVIP_EVAL_EVERY set to ``steps``."""
+    args = ["--profile", "jobs", "run", "-T", "--rm", "--no-deps", "client"]
+    job_env = {**os.environ, **env, "BLACKVIP_STEPS": str(steps), "BLACKVIP_EVAL_EVERY": str(steps)}
+    command = ["docker-compose", *[f"-f{name}" for name in files], *args]
+    return subprocess.Popen(command, cwd=ROOT, env=job_env)
 
 
 def job_spend(files: tuple[str, ...], env: dict[str, str], workdir: str) -> dict[str, float]:
@@ -185,11 +187,11 @@ def check_up(steps: int) -> None:
         wait_for("the server to be healthy", lambda: healthy(BASE, env, "server"), 300)
         log(f"docker-compose up: server healthy after {time.monotonic() - started:.0f} s")
         started = time.monotonic()
-        code = run_job(BASE, env, "/results/up", steps).wait()
+        code = run_job(BASE, env, steps).wait()
         if code != 0:
             raise SystemExit(f"the compose client job exited {code}")
         log(f"the client job ({steps} steps) exited 0 after {time.monotonic() - started:.0f} s")
-        spend = job_spend(BASE, env, "/results/up")
+        spend = job_spend(BASE, env, JOB_RESULTS)
         usage = get_json(f"http://127.0.0.1:{PORT}/v1/usage", key)
         compare(usage, spend, "docker-compose up")
         compose(BASE, "--profile", "monitoring", "up", "-d", "prometheus", env=env)
@@ -224,7 +226,7 @@ def check_scale(steps: int) -> None:
         compose(SCALE, "--profile", "monitoring", "up", "-d", "--no-deps", "prometheus", env=env)
         targets = wait_for("Prometheus' 3 targets to be up", prometheus_targets(3), 120)
         log(f"Prometheus targets up: {sorted(t['scrapeUrl'] for t in targets)}")
-        job = run_job(SCALE, env, "/results/scale", 3 * steps)  # long enough to be killed under
+        job = run_job(SCALE, env, 3 * steps)  # long enough to be killed under
         usage_url = f"http://127.0.0.1:{PORT}/v1/usage"
         wait_for("the job to be charged for 40 requests", lambda: charged_mid_job(job, usage_url, key), 600)
         subprocess.run(["docker", "kill", replicas[0]], check=True, capture_output=True)
@@ -234,7 +236,7 @@ def check_scale(steps: int) -> None:
         if code != 0:
             raise SystemExit(f"the job through the balancer exited {code} after a replica was killed")
         log(f"the job through the balancer exited 0, {time.monotonic() - killed:.0f} s after the kill")
-        spend = job_spend(SCALE, env, "/results/scale")
+        spend = job_spend(SCALE, env, JOB_RESULTS)
         compare(get_json(usage_url, key), spend, "scale, one replica killed")
 
 
