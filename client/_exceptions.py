@@ -11,13 +11,15 @@ BlackVIPError
     ├── BadRequestError              400
     ├── AuthenticationError          401
     ├── NotFoundError                404
+    ├── RequestTimeoutError          408, after retries (the body was sent slower than the server waits)
     ├── RequestInProgressError       409, after retries (the same request id is still being answered)
     ├── ReplayExpiredError           410 (answered and charged once; its stored answer is gone)
     ├── PayloadTooLargeError         413
     ├── UnsupportedMediaTypeError    415
     ├── InvalidInputError            422
     ├── QuotaExceededError           429 quota_exceeded (never retried), task_limit_reached
-    ├── RateLimitedError             429 rate_limited, after waiting out Retry-After within the retries
+    ├── RateLimitedError             429 rate_limited, too_many_uploads, after waiting out Retry-After within
+    │                                the retries
     ├── ServerUnavailableError       503, after retries
     └── ServerError                  any other 5xx
         └── GatewayError             502, 504 from a proxy or load balancer, after retries
@@ -52,6 +54,7 @@ __all__ = [
     "RateLimitedError",
     "ReplayExpiredError",
     "RequestInProgressError",
+    "RequestTimeoutError",
     "ServerError",
     "ServerUnavailableError",
     "TransportError",
@@ -149,6 +152,11 @@ class RateLimitedError(APIStatusError):
     pass
 
 
+class RequestTimeoutError(APIStatusError):
+    """408: the request's headers or body did not arrive within the server's deadline (a slow link, a
+    stalled sender); nothing was charged, and the call is retried under its request id."""
+
+
 class ServerUnavailableError(APIStatusError):
     pass
 
@@ -174,12 +182,14 @@ _CLASS_FOR_CODE: dict[ErrorCode, type[APIStatusError]] = {
     ErrorCode.NOT_FOUND: NotFoundError,
     ErrorCode.REQUEST_IN_PROGRESS: RequestInProgressError,
     ErrorCode.REPLAY_EXPIRED: ReplayExpiredError,
+    ErrorCode.REQUEST_TIMEOUT: RequestTimeoutError,
     ErrorCode.BODY_TOO_LARGE: PayloadTooLargeError,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: UnsupportedMediaTypeError,
     ErrorCode.VALIDATION_ERROR: InvalidInputError,
     ErrorCode.QUOTA_EXCEEDED: QuotaExceededError,
     ErrorCode.NOT_READY: ServerUnavailableError,
     ErrorCode.RATE_LIMITED: RateLimitedError,
+    ErrorCode.TOO_MANY_UPLOADS: RateLimitedError,
 }
 _BY_STATUS = {ERROR_STATUS[code]: cls for code, cls in reversed(_CLASS_FOR_CODE.items())}  # first wins
 _BY_CODE = {code.value: cls for code, cls in _CLASS_FOR_CODE.items()}

@@ -25,6 +25,7 @@ from client._exceptions import (
     ProtocolError,
     RateLimitedError,
     RequestInProgressError,
+    RequestTimeoutError,
     ServerUnavailableError,
     TransportError,
     error_for_status,
@@ -61,7 +62,13 @@ RequestModel = TypeVar("RequestModel", TaskRequest, LogitsRequest, LossRequest)
 log = logging.getLogger(__name__)
 
 # Worth another attempt under the same request id; anything else is raised at once.
-_RETRIED = (ServerUnavailableError, RequestInProgressError, RateLimitedError, GatewayError)
+_RETRIED = (
+    ServerUnavailableError,
+    RequestInProgressError,
+    RateLimitedError,
+    GatewayError,
+    RequestTimeoutError,
+)
 
 
 @dataclass(frozen=True)

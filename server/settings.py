@@ -17,7 +17,7 @@ from typing import Literal, TypedDict, Unpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from server.ledger.db import LedgerUnavailableError, check_ledger_target, is_postgres_url, redact_url
-from shared.protocol import TaskLimits
+from shared.protocol import ConnectionLimits, TaskLimits
 
 __all__ = [
     "ServerSettings",
@@ -62,7 +62,10 @@ class ServerSettings(BaseModel):
     max_template_chars: int = Field(300, ge=2)
     max_texts: int = Field(100_000, ge=1)
     max_tasks_per_key: int = Field(1000, ge=1)
+    max_task_store_bytes_per_key: int = Field(16 * 2**20, ge=1024)  # names + templates of a key's tasks
     text_cache_mb: float = Field(256.0, gt=0.0)  # cached class embeddings; evicted ones are recomputed
+    # Text encoding runs this many texts per model call; image forwards waiting go first between calls.
+    text_encode_chunk: int = Field(32, ge=1)
     # Serving: one forward runs at most max_forward_batch images. The dynamic batcher (on unless
     # --no-batcher) merges queued requests into such forwards; batch_padding "fixed" pads every forward
     # to max_forward_batch rows, so a row's result never depends on what it was batched with.
@@ -74,14 +77,22 @@ class ServerSettings(BaseModel):
     padded_rows: int | None = Field(None, ge=1)  # one forward size for all; default: see forward_shapes
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # CUDA only (autocast); a CPU stays fp32
     price_per_1k_images: float = Field(1.0, ge=0.0)
+    price_per_1k_texts: float = Field(1.0, ge=0.0)  # a text costs an image's compute (ViT-B-32, CPU)
     quota_images: int | None = Field(None, ge=0)
     idempotency_window_s: float = Field(86_400.0, gt=0.0)
     replay_ttl_s: float = Field(900.0, ge=0.0)
     replay_store_mb: float = Field(256.0, ge=0.0)
+    replay_store_key_share: float = Field(0.25, gt=0.0, le=1.0)  # of the store, one key's answers at most
     ledger_busy_timeout_s: float = Field(5.0, gt=0.0)
     ledger_pool_size: int = Field(8, ge=1)  # PostgreSQL connections per server process
     rejection_flush_s: float = Field(5.0, gt=0.0)
     shutdown_grace_s: float = Field(30.0, ge=0.0)
+    # What clients may hold open (server.api.admission, server.api.connections).
+    max_connections: int = Field(1024, ge=1)
+    max_uploads_per_key: int = Field(4, ge=1)
+    header_timeout_s: float = Field(10.0, gt=0.0)
+    body_timeout_s: float = Field(120.0, gt=0.0)
+    memory_budget_mb: float = Field(512.0, gt=0.0)  # request bytes held in memory at once, server-wide
     allow_open: bool = False
     # Where clients reach the service when it sits behind a port mapping (a container binds 0.0.0.0 in
     # its own network). The open-API check takes it instead of --host only inside a container
@@ -118,6 +129,20 @@ class ServerSettings(BaseModel):
                 "or pass --allow-open (BLACKVIP_ALLOW_OPEN=1) to serve an open API on purpose"
             )
         return self
+
+    @model_validator(mode="after")
+    def _budget_holds_one_request(self) -> ServerSettings:
+        largest = max(self.max_request_bytes, self.max_task_bytes)
+        if self.memory_budget_mb * 2**20 < largest:
+            raise SettingsError(
+                f"--memory-budget-mb {self.memory_budget_mb:g} cannot hold one request of "
+                f"{largest} bytes (--max-request-bytes/--max-task-bytes): raise it or lower those"
+            )
+        return self
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(**{name: getattr(self, name) for name in ConnectionLimits.model_fields})
 
     @property
     def task_limits(self) -> TaskLimits:
@@ -268,7 +293,10 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--max-template-chars", "longest template", type=int)
     add("--max-texts", "most class-name x template texts in one task", type=int)
     add("--max-tasks-per-key", "most tasks one key may register", type=int)
+    add("--max-task-store-bytes-per-key", "bytes of class names and templates one key's tasks may hold",
+        type=int)  # fmt: skip
     add("--text-cache-mb", "memory for cached class embeddings (evicted ones are recomputed)", type=float)
+    add("--text-encode-chunk", "texts per text-encoder call (waiting image forwards go first)", type=int)
     add("--max-forward-batch", "most images in one model forward", "--forward-batch", type=int)
     add("--no-batcher", "one forward per request instead of batching queued requests", action="store_true")
     add("--max-queue-delay-ms", "how long the batcher waits to fill a forward", type=float)
@@ -279,14 +307,22 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "on CPU if they give equal rows, --max-forward-batch on CUDA)", type=int)  # fmt: skip
     add("--precision", "autocast precision on CUDA (a CPU serves fp32)", choices=["fp32", "fp16", "bf16"])
     add("--price-per-1k-images", "cost charged per 1,000 images", type=float)
+    add("--price-per-1k-texts", "cost charged per 1,000 texts encoded (registrations, recomputes)",
+        type=float)  # fmt: skip
     add("--quota-images", "images each key may send in all (default: no limit)", type=int)
     add("--idempotency-window-s", "how long a request id is remembered and never charged twice", type=float)
     add("--replay-ttl-s", "how long an answer is kept for a replay of its request id", type=float)
     add("--replay-store-mb", "most memory the stored answers may take in the ledger", type=float)
+    add("--replay-store-key-share", "fraction of the answer store one key's answers may take", type=float)
     add("--ledger-busy-timeout-s", "how long a commit waits for a locked ledger", type=float)
     add("--ledger-pool-size", "PostgreSQL ledger: connections per server process", type=int)
     add("--rejection-flush-s", "how often rejected-request counts are written to the ledger", type=float)
     add("--shutdown-grace-s", "on SIGTERM, how long in-flight requests may finish", type=float)
+    add("--max-connections", "open connections at once; beyond it new ones get 503 and are closed", type=int)
+    add("--max-uploads-per-key", "request bodies one key may be sending at once (more: 429)", type=int)
+    add("--header-timeout-s", "time a request's headers may take to arrive (else 408)", type=float)
+    add("--body-timeout-s", "time a request's body may take to arrive (else 408)", type=float)
+    add("--memory-budget-mb", "request bytes held in memory at once, server-wide (over it: 503)", type=float)
     add("--allow-open", "serve with no API keys on a non-loopback address", action="store_true")
     add("--published-on", "address the service is published on behind a port mapping (containers)")
     add(

@@ -22,6 +22,7 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "ERROR_STATUS",
     "Endpoint",
+    "ConnectionLimits",
     "ErrorBody",
     "ErrorCode",
     "ErrorDetail",
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 # Major.minor: a client refuses a server whose major differs.
-PROTOCOL_VERSION = "1.3"
+PROTOCOL_VERSION = "1.4"
 MSGPACK_CONTENT_TYPE = "application/msgpack"
 # An idempotency key, scoped to the API key: a retry with the same id and body replays the stored
 # answer (no model call, no second charge); the same id with another body is refused.
@@ -81,9 +82,12 @@ class Endpoint(StrEnum):
     LOSS = "loss"
 
 
-def cost_of(images: int, price_per_1k_images: float) -> float:
-    """What ``images`` image queries cost at the server's price (registrations cost nothing)."""
-    return images * price_per_1k_images / 1000.0
+def cost_of(
+    images: int, price_per_1k_images: float, texts: int = 0, price_per_1k_texts: float = 0.0
+) -> float:
+    """What a charge costs: ``images`` image queries and ``texts`` encoded texts (a registration's
+    class x template texts, or their recomputation), each at the server's price per 1,000."""
+    return images * price_per_1k_images / 1000.0 + texts * price_per_1k_texts / 1000.0
 
 
 class _Model(BaseModel):
@@ -109,6 +113,9 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
     REPLAY_EXPIRED = "replay_expired"
     CLIENT_DISCONNECTED = "client_disconnected"
+    REQUEST_TIMEOUT = "request_timeout"
+    TOO_MANY_UPLOADS = "too_many_uploads"
+    SERVER_BUSY = "server_busy"
     NOT_READY = "not_ready"
     QUEUE_FULL = "queue_full"
     LEDGER_UNAVAILABLE = "ledger_unavailable"
@@ -135,6 +142,9 @@ ERROR_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TASK_LIMIT_REACHED: 429,
     ErrorCode.REQUEST_IN_PROGRESS: 409,
     ErrorCode.REPLAY_EXPIRED: 410,
+    ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.TOO_MANY_UPLOADS: 429,
+    ErrorCode.SERVER_BUSY: 503,
     ErrorCode.NOT_READY: 503,
     ErrorCode.LEDGER_UNAVAILABLE: 503,
     ErrorCode.QUEUE_FULL: 503,
@@ -189,6 +199,18 @@ class TaskLimits(_Model):
     max_template_chars: int
     max_texts: int  # classes x templates
     max_tasks_per_key: int
+    # the bytes of class names and templates one key's stored tasks may hold in all (older servers: none)
+    max_task_store_bytes_per_key: int | None = None
+
+
+class ConnectionLimits(_Model):
+    """How the server bounds what clients hold open: connections, uploads and request bytes in memory."""
+
+    max_connections: int  # beyond it a new connection is answered 503 and closed
+    max_uploads_per_key: int  # request bodies one key may be sending at once (more: 429)
+    header_timeout_s: float  # a request's headers must arrive within it (else 408, closed)
+    body_timeout_s: float  # a request's body must arrive within it (else 408, closed)
+    memory_budget_mb: float  # request bytes held at once, server-wide (over it: 503 before the body)
 
 
 class InfoResponse(_Model):
@@ -207,10 +229,12 @@ class InfoResponse(_Model):
     price_per_1k_images: float
     quota_images: int | None
     auth_required: bool
+    price_per_1k_texts: float = 0.0  # text encoding (registrations, recomputes); older servers: free
     task_limits: TaskLimits
     idempotency_window_s: float  # how long a request id is remembered (and never charged twice)
     replay_ttl_s: float  # how long the answer itself is kept for a replay
     serving: ServingInfo | None = None  # absent from servers older than protocol 1.2
+    connections: ConnectionLimits | None = None  # absent from servers older than protocol 1.4
 
 
 class ServingInfo(_Model):
@@ -318,6 +342,7 @@ class UsageResponse(_Model):
     rejected_by_status: dict[str, int]
     price_per_1k_images: float
     quota: KeyQuota | None = None  # absent from servers older than protocol 1.3
+    price_per_1k_texts: float = 0.0  # absent (free) from servers older than protocol 1.4
 
 
 # Periods are aligned to UTC: an hour starts at :00, a day at 00:00 UTC.

@@ -34,7 +34,6 @@ from digits import TASK_NAMES, SourceUnavailableError
 __all__ = ["main", "parse_args"]
 
 
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("BLACKVIP_URL"), help="server (env BLACKVIP_URL)")

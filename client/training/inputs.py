@@ -20,8 +20,6 @@ __all__ = ["ImageSource", "Inputs", "fewshot_cache_dir", "load_inputs"]
 ImageSource = ImageSet | FileImageSet
 
 
-
-
 @dataclass(frozen=True)
 class Inputs:
     train: ImageSource

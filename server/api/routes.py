@@ -188,6 +188,7 @@ async def info(state: State, service: Service) -> InfoResponse:
         max_batch_images=settings.max_batch_images,
         max_request_bytes=settings.max_request_bytes,
         price_per_1k_images=settings.price_per_1k_images,
+        price_per_1k_texts=settings.price_per_1k_texts,
         quota_images=settings.quota_images,
         auth_required=state.keyring.auth_required,
         task_limits=settings.task_limits,
@@ -205,6 +206,7 @@ async def info(state: State, service: Service) -> InfoResponse:
             batch_padding=settings.batch_padding,
             forward_shapes=list(service.forward_shapes) if service.forward_shapes else None,
         ),
+        connections=settings.connection_limits,
     )
 
 

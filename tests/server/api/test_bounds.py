@@ -80,6 +80,7 @@ def test_escaped_braces_are_literal_and_limits_are_published(api) -> None:
     assert limits == {
         "max_task_bytes": 4096, "max_classes": 5, "max_templates": 3, "max_class_name_chars": 20,
         "max_template_chars": 30, "max_texts": 12, "max_tasks_per_key": 3,
+        "max_task_store_bytes_per_key": 16 * 2**20,
     }  # fmt: skip
 
 
