@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=40, help="calls of each control route per phase")
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--server-args", default="", help="more blackvip-server flags, one string")
+    parser.add_argument(
+        "--full-queue",
+        action="store_true",
+        help="--max-queue-images of a quarter of the load's images: the batcher's queue stays full and "
+        "the overflow is answered 503 queue_full (counted, not a failure)",
+    )
     parser.add_argument("--out", type=Path)
     return parser.parse_args(argv)
 
@@ -76,10 +82,11 @@ def run_tree(tree: Path, args: argparse.Namespace, workdir: Path) -> dict[str, d
         "--ledger",
         str(workdir / "ledger.sqlite3"),
     ]
-    argv += ["--api-keys", KEY, "--max-queue-images", "100000", *args.server_args.split()]
+    queue = max(1, args.clients * args.images // 4) if args.full_queue else 100_000
+    argv += ["--api-keys", KEY, "--max-queue-images", str(queue), *args.server_args.split()]
     server = LocalServer(argv, env={"PYTHONPATH": str(tree)}, log_path=workdir / "server.log").start()
     headers = {"Authorization": f"Bearer {KEY}"}
-    stop, answers, failures = threading.Event(), [0], []
+    stop, answers, failures, queue_full = threading.Event(), [0], [], [0]
     try:
         with httpx.Client(base_url=server.url, headers=headers, timeout=120) as client:
             task_id = client.post(Routes.TASKS, json={"class_names": ["a", "b", "c"]}).json()["task_id"]
@@ -93,7 +100,9 @@ def run_tree(tree: Path, args: argparse.Namespace, workdir: Path) -> dict[str, d
                 with httpx.Client(headers=sent, timeout=300) as c:
                     while not stop.is_set():
                         answer = c.post(url, content=body)
-                        if answer.status_code != 200:
+                        if args.full_queue and answer.status_code == 503 and "queue_full" in answer.text:
+                            queue_full[0] += 1
+                        elif answer.status_code != 200:
                             failures.append(answer.status_code)
                         answers[0] += 1
 
@@ -108,8 +117,16 @@ def run_tree(tree: Path, args: argparse.Namespace, workdir: Path) -> dict[str, d
     finally:
         server.stop()
     assert not failures, f"loss requests failed: {failures[:5]}"
-    print(f"{tree}: {answers[0]} loss requests answered during the run", file=sys.stderr)
-    return {"idle": idle, "loaded": loaded}
+    print(
+        f"{tree}: {answers[0]} loss requests answered, {queue_full[0]} of them 503 queue_full",
+        file=sys.stderr,
+    )
+    return {
+        "idle": idle,
+        "loaded": loaded,
+        "queue_full": [float(queue_full[0])],
+        "answers": [float(answers[0])],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         "| tree | route | idle p50 | idle p99 | loaded p50 | loaded p99 | loaded max |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
+    if args.full_queue:
+        lines[0] += "; the queue kept full: --max-queue-images of a quarter of the load's images"
     for label, phases in results.items():
+        if args.full_queue:
+            lines.insert(1, f"{label}: {phases['queue_full'][0]:.0f} of {phases['answers'][0]:.0f} load "
+                         "requests answered 503 queue_full")  # fmt: skip
         for route in ROUTES:
             idle, loaded = phases["idle"][route], phases["loaded"][route]
             lines.append(

@@ -24,6 +24,7 @@ def limits_for(args: argparse.Namespace) -> Limits:
             info.max_request_bytes,
             info.price_per_1k_images,
             f"/v1/info of {args.url}",
+            info.price_per_1k_texts,
         )
     if args.price is not None:
         if args.price < 0:

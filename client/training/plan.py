@@ -73,6 +73,7 @@ class Limits:
     max_request_bytes: int = 64 * 2**20
     price_per_1k_images: float = 1.0
     source: str = "the server's default limits (no server asked)"
+    price_per_1k_texts: float = 1.0  # the task registration's class x template texts
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,10 @@ def plan_job(config: TrainConfig, size: DataSize, limits: Limits) -> PlanRow:
     if size.eval_images is not None:
         eval_images = evaluations * size.eval_images
         eval_requests = evaluations * _eval_requests(size.eval_images, config.eval_batch, per_request)
-        cost = cost_of(train_images + eval_images, limits.price_per_1k_images)
+        texts = size.classes * len(config.templates)  # encoded once, at registration
+        cost = cost_of(
+            train_images + eval_images, limits.price_per_1k_images, texts, limits.price_per_1k_texts
+        )
     return PlanRow(
         config.dataset or str(config.data),
         config.method,
@@ -223,7 +227,7 @@ def render_plan(rows: Iterable[PlanRow], limits: Limits) -> str:
     lines = [
         f"limits: {limits.image_size} px, at most {limits.max_batch_images:,} images and "
         f"{limits.max_request_bytes:,} bytes per request, {limits.price_per_1k_images:g} per 1,000 images "
-        f"({limits.source})",
+        f"and {limits.price_per_1k_texts:g} per 1,000 texts ({limits.source})",
         "",
         "| dataset | method | seed | classes | train set | steps | training images | requests "
         "| eval images | cost |",

@@ -59,6 +59,7 @@ def ledger_limits(settings: ServerSettings) -> LedgerLimits:
     return LedgerLimits(
         quota_images=settings.quota_images,
         max_tasks_per_key=settings.max_tasks_per_key,
+        max_task_store_bytes_per_key=settings.max_task_store_bytes_per_key,
         idempotency_window_s=settings.idempotency_window_s,
         replay_ttl_s=settings.replay_ttl,
         replay_store_bytes=int(settings.replay_store_mb * 2**20),

@@ -296,8 +296,14 @@ OpenLedger = Annotated[Ledger, Depends(open_ledger)]
 
 @router.get(Routes.USAGE, responses=error_responses(*_KEYED, *_LEDGER))
 async def usage(state: State, key_id: KeyId, ledger: OpenLedger) -> UsageResponse:
+    settings = state.settings
     return await state.run_control(
-        usage_from_ledger, ledger, state.rejections, key_id, state.settings.price_per_1k_images
+        usage_from_ledger,
+        ledger,
+        state.rejections,
+        key_id,
+        settings.price_per_1k_images,
+        settings.price_per_1k_texts,
     )
 
 

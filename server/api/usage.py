@@ -24,7 +24,11 @@ __all__ = ["usage_by_period", "usage_from_ledger"]
 
 
 def usage_from_ledger(
-    ledger: Ledger, rejections: RejectionCounter, key_id: str, price_per_1k_images: float
+    ledger: Ledger,
+    rejections: RejectionCounter,
+    key_id: str,
+    price_per_1k_images: float,
+    price_per_1k_texts: float,
 ) -> UsageResponse:
     by_endpoint = {name: UsageCounts(**counts) for name, counts in ledger.usage_by_endpoint(key_id).items()}
     total = UsageCounts(
@@ -42,6 +46,7 @@ def usage_from_ledger(
         rejected_requests=sum(rejected.values()),
         rejected_by_status=rejected,
         price_per_1k_images=price_per_1k_images,
+        price_per_1k_texts=price_per_1k_texts,
         quota=KeyQuota(
             images=quota.quota_images,
             cost=quota.quota_cost,

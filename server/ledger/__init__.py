@@ -23,8 +23,10 @@ from server.ledger.facade import (
     Remembered,
     StoredTask,
     TaskLimitError,
+    TaskStoreUsage,
     open_database,
 )
+from server.ledger.tasks import task_refusal
 
 __all__ = [
     "Answer",
@@ -39,5 +41,7 @@ __all__ = [
     "Remembered",
     "StoredTask",
     "TaskLimitError",
+    "TaskStoreUsage",
     "open_database",
+    "task_refusal",
 ]

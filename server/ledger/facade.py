@@ -36,6 +36,7 @@ from server.ledger.group_commit import GroupCommit
 from server.ledger.keys import SqlKeyStore
 from server.ledger.quota import QuotaExceededError, QuotaState, quota_state
 from server.ledger.reports import SqlReports
+from server.ledger.tasks import StoredTask, TaskLimitError, TaskStoreUsage, insert_task, task_store_usage
 
 __all__ = [
     "Answer",
@@ -50,6 +51,7 @@ __all__ = [
     "Remembered",
     "StoredTask",
     "TaskLimitError",
+    "TaskStoreUsage",
     "open_database",
 ]
 
@@ -59,17 +61,10 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class StoredTask:
-    task_id: str
-    key_id: str
-    class_names: list[str]
-    templates: list[str]
-
-
-@dataclass(frozen=True)
 class LedgerLimits:
     quota_images: int | None = None
     max_tasks_per_key: int = 1000
+    max_task_store_bytes_per_key: int = 16 * 2**20
     idempotency_window_s: float = 86_400.0
     replay_ttl_s: float = 900.0
     replay_store_bytes: int = 256 * 2**20
@@ -79,12 +74,6 @@ class LedgerLimits:
     # back (PostgreSQL's commit_delay, in spirit): groups of 8 instead of 4 with 8 writers, 1.2-1.5x the
     # charges/s (bench/results/ledger_writers.md); a lone writer never waits
     group_gather_s: float = 0.0002
-
-
-class TaskLimitError(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"this key already has {limit} tasks, the most this server keeps per key")
-        self.limit = limit
 
 
 # A charge's refusals of itself: rolled back alone, never a failure of the ledger.
@@ -170,21 +159,11 @@ class Ledger:
         now = time.time()
         batch.check(record)
         if task is not None:
-            self._insert_task(db, task, now)
+            limits = self.limits
+            insert_task(db, task, now, limits.max_tasks_per_key, limits.max_task_store_bytes_per_key)
         if remember is not None and record.request_id is not None:
             self.answers.remember(db, record.key_id, record.request_id, remember, now)
         batch.add(record, now)
-
-    def _insert_task(self, db: Conn, task: StoredTask, now: float) -> None:
-        if db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone():
-            return
-        count = db.execute("SELECT COUNT(*) FROM tasks WHERE key_id = ?", (task.key_id,)).fetchone()[0]
-        if count >= self.limits.max_tasks_per_key:
-            raise TaskLimitError(self.limits.max_tasks_per_key)
-        db.execute(
-            "INSERT INTO tasks (task_id, key_id, class_names, templates, created) VALUES (?, ?, ?, ?, ?)",
-            (task.task_id, task.key_id, json.dumps(task.class_names), json.dumps(task.templates), now),
-        )
 
     def recall(self, key_id: str, request_id: str) -> Remembered | None:
         """The request id's entry while inside its window; its answer only while inside the TTL."""
@@ -254,8 +233,9 @@ class Ledger:
         )
         return {str(status): int(count) for status, count in rows}
 
-    def task_count(self, key_id: str) -> int:
-        return int(self._read("SELECT COUNT(*) FROM tasks WHERE key_id = ?", (key_id,))[0][0])
+    def task_store_usage(self, key_id: str) -> TaskStoreUsage:
+        """How many tasks ``key_id`` keeps and their bytes (``server.ledger.tasks``)."""
+        return self.db.read(lambda db: task_store_usage(db, key_id))
 
     def load_task(self, task_id: str, key_id: str) -> StoredTask | None:
         rows = self._read(

@@ -1,7 +1,8 @@
 """The frozen CLIP model: loading, text features, image features, logits and per-image losses.
 
-Knows nothing of HTTP. Every forward pass runs under ``torch.inference_mode()`` and under one lock,
-so a device serves one model call at a time whatever the number of request threads. On CUDA, image
+Knows nothing of HTTP. Every forward pass runs under ``torch.inference_mode()`` and through one
+``ModelGate``, so a device serves one model call at a time whatever the number of request threads, and
+text encoding (in chunks) lets waiting image forwards go first. On CUDA, image
 forwards run under autocast at ``--precision`` with channels_last inputs; logits are always float32.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from server.serving.model_gate import ModelGate
 from server.settings import ServerSettings
 
 __all__ = [
@@ -91,6 +92,7 @@ class ClipBackend:
         self.tokenizer = tokenizer
         self.device = device
         self.forward_batch = settings.max_forward_batch
+        self.text_chunk = settings.text_encode_chunk
         # Autocast and channels_last pay off on CUDA only; bf16 is 5-30x slower on these CPUs.
         self.precision = settings.precision if device.type == "cuda" else "fp32"
         self.channels_last = device.type == "cuda"
@@ -105,7 +107,7 @@ class ClipBackend:
         self.std = tuple(float(v) for v in cfg["std"])
         self._mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
-        self.lock = threading.RLock()  # one model call at a time on this device
+        self.gate = ModelGate()  # one model call at a time on this device, image forwards first
         self.image_calls = 0  # logits calls served, so a replay can be shown to run no model
 
     @classmethod
@@ -144,13 +146,15 @@ class ClipBackend:
         self.warmup_s = time.perf_counter() - started
 
     def encode_texts(self, class_names: list[str], templates: list[str]) -> torch.Tensor:
-        """Class embeddings (C, D): the normalised mean over templates, as CLIP's zero-shot recipe."""
+        """Class embeddings (C, D): the normalised mean over templates, as CLIP's zero-shot recipe.
+        Texts go through the model ``text_chunk`` at a time, each chunk tokenised before it asks for
+        the model (tokenising needs no model), so image forwards wait for one chunk at most."""
         texts = [template.format(name) for name in class_names for template in templates]
-        with self.lock, torch.inference_mode():
-            chunks = [
-                self.model.encode_text(self.tokenizer(texts[i : i + 256]).to(self.device))
-                for i in range(0, len(texts), 256)
-            ]
+        chunks = []
+        for start in range(0, len(texts), self.text_chunk):
+            tokens = self.tokenizer(texts[start : start + self.text_chunk])  # (n, context) int64
+            with self.gate.text(), torch.inference_mode():
+                chunks.append(self.model.encode_text(tokens.to(self.device)))
         features = F.normalize(torch.cat(chunks).float(), dim=-1)
         features = features.view(len(class_names), len(templates), -1).mean(dim=1)
         return F.normalize(features, dim=-1)
@@ -158,7 +162,7 @@ class ClipBackend:
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised image features (N, D) float32 on the CPU, for pixels (N, 3, S, S) float32 in
         [0, 1] on the CPU. ``pixels`` is normalised in place: callers pass a buffer of their own."""
-        with self.lock, torch.inference_mode():
+        with self.gate.image(), torch.inference_mode():
             self.image_calls += 1
             chunk = pixels.to(self.device, non_blocking=True).sub_(self._mean).div_(self._std)
             if self.channels_last:

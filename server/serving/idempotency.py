@@ -159,7 +159,9 @@ class Idempotency:
             batch_passes=done.batch_passes,
             bytes=charge.bytes,
             texts=done.texts,
-            cost=cost_of(done.images, self.settings.price_per_1k_images),
+            cost=cost_of(
+                done.images, self.settings.price_per_1k_images, done.texts, self.settings.price_per_1k_texts
+            ),
         )
         # A failure to commit (LedgerUnavailableError) is answered 503 by the app's one handler.
         remember = (charge.body_hash, done.answer if self.settings.replay_ttl > 0 else None)
@@ -194,7 +196,10 @@ def _expired(request_id: str | None) -> APIError:
 
 
 def task_limit_error(exc: TaskLimitError) -> APIError:
-    return APIError(ErrorCode.TASK_LIMIT_REACHED, str(exc), {"max_tasks_per_key": exc.limit})
+    if exc.kind == "tasks":
+        return APIError(ErrorCode.TASK_LIMIT_REACHED, str(exc), {"max_tasks_per_key": exc.limit})
+    detail = {"max_task_store_bytes_per_key": exc.limit, "used": exc.used, "requested": exc.requested}
+    return APIError(ErrorCode.TASK_LIMIT_REACHED, str(exc), detail)
 
 
 def quota_error(exc: QuotaExceededError) -> APIError:

@@ -10,9 +10,10 @@ import hashlib
 import json
 
 import numpy as np
+import torch
 
 from server.errors import APIError, echo
-from server.ledger import Answer, Ledger, StoredTask, TaskLimitError
+from server.ledger import Answer, Ledger, StoredTask, task_refusal
 from server.metrics import ServerMetrics
 from server.serving.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
 from server.serving.clip_model import ClipBackend, per_image_loss
@@ -63,12 +64,15 @@ class QueryService:
         return self.batcher.close(timeout) if self.batcher is not None else True
 
     def register_task(self, request: TaskRequest, key_id: str) -> Work:
+        """A new task, or a known one whose features were evicted, is charged for its texts; a known,
+        cached one is free. Limits and quotas are checked before any text is encoded."""
         task_id = self._task_id(key_id, request)
-        known = self.ledger.load_task(task_id, key_id) is not None
-        if not known and self.ledger.task_count(key_id) >= self.settings.max_tasks_per_key:
-            raise task_limit_error(TaskLimitError(self.settings.max_tasks_per_key))  # before any text work
         task = StoredTask(task_id, key_id, list(request.class_names), list(request.templates))
-        self.features.get(task_id, lambda: self.backend.encode_texts(task.class_names, task.templates))
+        known = self.ledger.load_task(task_id, key_id) is not None
+        if not known:
+            self._refuse_new_task(task)
+        self._refuse_texts(key_id, task, images=0, new=not known)
+        _, computed = self.features.get(task_id, lambda: self._encode(task))
         response = TaskResponse(
             task_id=task_id,
             num_classes=len(task.class_names),
@@ -78,9 +82,28 @@ class QueryService:
         return Work(
             answer=Answer(response.model_dump_json().encode(), "application/json"),
             task_id=task_id,
-            texts=0 if known else len(task.class_names) * len(task.templates),
+            texts=_texts(task) if computed or not known else 0,
             new_task=None if known else task,
         )
+
+    def _refuse_new_task(self, task: StoredTask) -> None:
+        usage = self.ledger.task_store_usage(task.key_id)
+        settings = self.settings
+        refusal = task_refusal(usage, task, settings.max_tasks_per_key, settings.max_task_store_bytes_per_key)
+        if refusal is not None:  # the charge checks again in its transaction
+            raise task_limit_error(refusal)
+
+    def _refuse_texts(self, key_id: str, task: StoredTask, images: int, new: bool) -> None:
+        """A cheap early refusal before any forward: the images, and the texts unless they are cached
+        (a new task's texts always count). The charge checks the quota again in its transaction."""
+        texts = _texts(task) if new or task.task_id not in self.features else 0
+        cost = cost_of(images, self.settings.price_per_1k_images, texts, self.settings.price_per_1k_texts)
+        refusal = self.ledger.quota(key_id).refusal(images, cost)
+        if refusal is not None:
+            raise quota_error(refusal)
+
+    def _encode(self, task: StoredTask) -> torch.Tensor:
+        return self.backend.encode_texts(task.class_names, task.templates)
 
     def get_task(self, key_id: str, task_id: str) -> StoredTask:
         task = self.ledger.load_task(task_id, key_id)
@@ -89,30 +112,27 @@ class QueryService:
         return task
 
     def logits(self, task: StoredTask, images: np.ndarray, key_id: str) -> Work:
-        logits, passes = self._forward(task, images, key_id)
+        logits, passes, texts = self._forward(task, images, key_id)
         answer = pack({"logits": wire_view(logits)})  # the fields of LogitsResponse
-        return Work(Answer(answer, MSGPACK_CONTENT_TYPE), task.task_id, len(images), passes)
+        return Work(Answer(answer, MSGPACK_CONTENT_TYPE), task.task_id, len(images), passes, texts)
 
     def loss(
         self, task: StoredTask, images: np.ndarray, labels: np.ndarray, kind: str, gamma: float, key_id: str
     ) -> Work:
-        logits, passes = self._forward(task, images, key_id)
+        logits, passes, texts = self._forward(task, images, key_id)
         losses, correct = per_image_loss(logits, labels, kind, gamma)
         answer = pack({"losses": wire_view(losses), "correct": correct.tolist()})  # LossResponse's fields
-        return Work(Answer(answer, MSGPACK_CONTENT_TYPE), task.task_id, len(images), passes)
+        return Work(Answer(answer, MSGPACK_CONTENT_TYPE), task.task_id, len(images), passes, texts)
 
-    def _forward(self, task: StoredTask, images: np.ndarray, key_id: str) -> tuple[np.ndarray, int]:
-        # A cheap early refusal, before any forward; the charge checks again inside its transaction.
-        cost = cost_of(len(images), self.settings.price_per_1k_images)
-        refusal = self.ledger.quota(key_id).refusal(len(images), cost)
-        if refusal is not None:
-            raise quota_error(refusal)
-        features, _ = self.features.get(
-            task.task_id, lambda: self.backend.encode_texts(task.class_names, task.templates)
-        )
+    def _forward(self, task: StoredTask, images: np.ndarray, key_id: str) -> tuple[np.ndarray, int, int]:
+        """Logits (N, C), the forwards run, and the texts encoded for this call: the task's, when its
+        features had been evicted (recomputed here, and charged to this call alone)."""
+        self._refuse_texts(key_id, task, len(images), new=False)
+        features, computed = self.features.get(task.task_id, lambda: self._encode(task))
+        texts = _texts(task) if computed else 0
         if self.batcher is None:
             result = self.backend.logits(images, features, self.observe_forward)
-            return result.logits, result.batch_passes
+            return result.logits, result.batch_passes, texts
         try:
             image_features, passes = self.batcher.submit(images)
         except QueueFullError as exc:
@@ -121,7 +141,7 @@ class QueryService:
             ) from None
         except BatcherClosedError as exc:
             raise APIError(ErrorCode.NOT_READY, f"{exc}; retry shortly", retry_after=2.0) from None
-        return self.backend.logits_from_features(image_features, features), passes
+        return self.backend.logits_from_features(image_features, features), passes, texts
 
     def _task_id(self, key_id: str, request: TaskRequest) -> str:
         # Same key + model + classes + templates -> same id, so registering again is harmless.
@@ -129,6 +149,10 @@ class QueryService:
             [key_id, self.settings.model, self.settings.weights_label, request.class_names, request.templates]
         )
         return "task-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _texts(task: StoredTask) -> int:
+    return len(task.class_names) * len(task.templates)
 
 
 def wire_view(array: np.ndarray) -> dict[str, object]:

@@ -130,4 +130,6 @@ def test_plan_asks_the_server_for_its_limits_and_price(server) -> None:
     assert done.returncode == 0, done.stderr
     assert f"/v1/info of {server.url}" in done.stdout and "2.5 per 1,000 images" in done.stdout
     assert "| eurosat | blackvip | 1 | 10 | 160 | 5,000 | 6,400,000 |" in done.stdout
-    assert f"{2.5 * (6_400_000 + 8100) / 1000:,.2f}" in done.stdout
+    assert "1 per 1,000 texts" in done.stdout  # the server's default text price
+    texts = 10  # eurosat's 10 classes x its preset's one template, at registration
+    assert f"{(2.5 * (6_400_000 + 8100) + texts) / 1000:,.2f}" in done.stdout

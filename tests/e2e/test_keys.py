@@ -164,7 +164,10 @@ def test_export_usage_and_the_meter_agree(service: Service, tmp_path: Path) -> N
         assert sum(int(row["images"]) for row in rows) == served.images == counted.images
         assert sum(float(row["cost"]) for row in rows) == pytest.approx(served.cost, rel=1e-12)
         assert sum(int(row["bytes"]) for row in rows) == served.bytes == counted.bytes
-    assert usage.total.cost == pytest.approx(meter.images * 2 / 1000)
+    texts = len(CLASSES) * 2  # the registration's class x template texts, at the default 1.0 per 1,000
+    assert usage.total.texts == texts and usage.price_per_1k_texts == 1.0
+    assert usage.total.cost == pytest.approx(meter.images * 2 / 1000 + texts * 1.0 / 1000)
+    assert sum(int(row["texts"]) for row in exported) == texts
     table = usage_cli(service, key, "--by", "hour")
     assert table.returncode == 0, table.stderr
     print("\n" + table.stdout)

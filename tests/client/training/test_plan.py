@@ -57,7 +57,8 @@ def test_eurosat_is_the_seeds_6_4_million_images_per_seed() -> None:
     per_request = images_per_request(224, "float32", 2048, 64 * 2**20)
     assert per_request == 111  # 602,121 bytes an image under 64 MiB
     assert row.train_requests == 1 + 5000 * 12  # ceil(1,280 / 111) = 12 a step, plus the registration
-    assert row.eval_images == 8100 and row.cost == pytest.approx((6_400_000 + 8100) / 1000)
+    texts = 10 * len(config.templates)  # the registration: 10 classes x the preset's templates
+    assert row.eval_images == 8100 and row.cost == pytest.approx((6_400_000 + 8100 + texts) / 1000)
     bar = build_config({"data": "d", "dataset": "eurosat", "method": "bar"})
     assert plan_job(bar, data_size(bar, None), Limits()).train_images == 5000 * 128 * 6  # q + 1
 
@@ -67,13 +68,15 @@ def test_default_limits_are_the_servers_defaults() -> None:
     assert limits.max_batch_images == defaults.max_batch_images
     assert limits.max_request_bytes == defaults.max_request_bytes
     assert limits.price_per_1k_images == defaults.price_per_1k_images
+    assert limits.price_per_1k_texts == defaults.price_per_1k_texts
 
 
 def test_eval_every_counts_each_evaluation_and_price_scales_cost() -> None:
     config = build_config({"data": "d", "dataset": "eurosat", "steps": 100, "eval_every": 25})
-    row = plan_job(config, data_size(config, None), Limits(price_per_1k_images=2.0))
+    row = plan_job(config, data_size(config, None), Limits(price_per_1k_images=2.0, price_per_1k_texts=0.5))
     assert row.eval_images == (1 + 100 // 25 + 1) * 8100  # at step 0, every 25 steps, and the final one
-    assert row.cost == pytest.approx(2.0 * (row.train_images + row.eval_images) / 1000)
+    texts = 10 * len(config.templates)
+    assert row.cost == pytest.approx((2.0 * (row.train_images + row.eval_images) + 0.5 * texts) / 1000)
 
 
 def test_sizes_come_from_the_folders_when_present(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """What the ledger counts besides images: cost at a price other than the default, batch passes under
-``--forward-batch``, texts encoded once per task; and what the server says about itself in its log."""
+``--forward-batch``, texts encoded once per task and priced; and what the server says about itself in its
+log."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def send_logits(client: TestClient, task_id: str, n: int) -> None:
 
 
 def test_price_forward_batch_and_texts_are_counted_as_configured(tmp_path: Path) -> None:
-    flags = ("--price-per-1k-images", "2.5", "--forward-batch", "3")
+    flags = ("--price-per-1k-images", "2.5", "--price-per-1k-texts", "0.5", "--forward-batch", "3")
     with TestClient(create_app(parse_args(tiny_argv(tmp_path / "l.sqlite3", *flags), env={}))) as api:
         ready(api)
         task = {"class_names": ["a", "b", "c"], "templates": ["{}", "a {}"]}
@@ -42,12 +43,15 @@ def test_price_forward_batch_and_texts_are_counted_as_configured(tmp_path: Path)
         send_logits(api, task_id, 8)  # ceil(8 / 3) = 3 forward passes
         send_logits(api, task_id, 3)  # 1 pass
         usage = UsageResponse.model_validate(api.get(Routes.USAGE).json())
-        assert api.get(Routes.INFO).json()["price_per_1k_images"] == 2.5
+        info = api.get(Routes.INFO).json()
+        assert (info["price_per_1k_images"], info["price_per_1k_texts"]) == (2.5, 0.5)
     logits, tasks = usage.by_endpoint["logits"], usage.by_endpoint["tasks"]
     assert (logits.requests, logits.images, logits.batch_passes) == (2, 11, 4)
     assert logits.cost == pytest.approx(11 * 2.5 / 1000)
-    assert (tasks.requests, tasks.texts, tasks.cost) == (2, 6, 0.0)
-    assert usage.total.cost == pytest.approx(0.0275)
+    assert (tasks.requests, tasks.texts) == (2, 6)
+    assert tasks.cost == pytest.approx(6 * 0.5 / 1000)  # the first registration's texts, once
+    assert usage.total.cost == pytest.approx(0.0275 + 0.003)
+    assert (usage.price_per_1k_images, usage.price_per_1k_texts) == (2.5, 0.5)
 
 
 def test_random_init_and_an_open_api_are_logged_loudly(

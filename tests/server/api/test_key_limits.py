@@ -61,7 +61,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
             digest = hash_api_key(secret)
             ledger.keys.create(ManagedKey(key_id_for(digest), digest, name, time.time(), None, LIMITS[name]))
         ledger.keys.revoke(key_id("revoked"), time.time())
-    settings = parse_args(tiny_argv(path, "--price-per-1k-images", "1"), env={})
+    # texts free here: the cost figures below are images alone (texts are priced in test_text_work)
+    settings = parse_args(tiny_argv(path, "--price-per-1k-images", "1", "--price-per-1k-texts", "0"), env={})
     with TestClient(create_app(settings)) as client:
         deadline = time.monotonic() + 120
         while client.get(Routes.HEALTH).status_code != 200:
