@@ -10,6 +10,7 @@ what a route can answer in OpenAPI, by the same codes.
 from __future__ import annotations
 
 import json
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "echo",
     "error_responses",
     "problems",
+    "retry_after_value",
 ]
 
 ECHO_CHARS = 64
@@ -41,6 +43,7 @@ class APIError(Exception):
         message: str,
         detail: dict[str, Any] | None = None,
         retry_after: float | None = None,
+        close_connection: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = ERROR_STATUS[code]
@@ -48,6 +51,15 @@ class APIError(Exception):
         self.message = message
         self.detail = detail
         self.retry_after = retry_after  # seconds, sent as Retry-After
+        # Sent with ``Connection: close`` and the connection closed: for an answer given while the
+        # request's body is still (partly) unread, which the connection could only carry on reading.
+        self.close_connection = close_connection
+
+
+def retry_after_value(seconds: float) -> str:
+    """``Retry-After`` in whole seconds, rounded up (at least 1): a client that waits that long finds
+    what it waits for."""
+    return str(max(1, math.ceil(seconds)))
 
 
 def echo(value: object) -> str:

@@ -38,6 +38,7 @@ def serve(settings: ServerSettings) -> int:
     import uvicorn
 
     from server.api.app import create_app
+    from server.api.connections import uvicorn_options
 
     failure: list[str] = []
     server: uvicorn.Server | None = None
@@ -56,6 +57,7 @@ def serve(settings: ServerSettings) -> int:
         # uvicorn annotates this int but only hands it to asyncio.wait_for, which takes seconds as a
         # float: a grace of 2.5 s is honoured as 2.5 s, so the value is passed as it is.
         timeout_graceful_shutdown=cast(int, settings.shutdown_grace_s),
+        **uvicorn_options(settings),  # the connection cap and the head deadline
     )
     server = uvicorn.Server(config)
     try:

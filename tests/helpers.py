@@ -102,16 +102,17 @@ def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 @contextmanager
-def served_in_thread(app: Any) -> Iterator[int]:
+def served_in_thread(app: Any, **config: Any) -> Iterator[int]:
     """``app`` under a real uvicorn on a free loopback port, in a thread of this process (so a test can
-    reach into the app's state or add a route); yields the port once the model has loaded."""
+    reach into the app's state or add a route); yields the port once the model has loaded. ``config``:
+    more ``uvicorn.Config`` options (``server.api.connections.uvicorn_options``)."""
     import socket
     import threading
     import time
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120

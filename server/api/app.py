@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.api.admission import RequestBudget, task_or_batch_limit
 from server.api.auth import KeyRing, keep_keys_fresh
 from server.api.docs import install_docs
 from server.api.metrics import install_metrics
@@ -25,7 +25,7 @@ from server.api.openapi import describe_msgpack_models
 from server.api.routes import router
 from server.api.state import AppState
 from server.api.unexpected import AnswerUnexpectedErrors
-from server.errors import APIError, bounded_body, error_responses, problems
+from server.errors import APIError, bounded_body, error_responses, problems, retry_after_value
 from server.ledger import Ledger, LedgerLimits, LedgerUnavailableError
 from server.ledger.schema import SchemaError
 from server.metrics import ServerMetrics
@@ -112,6 +112,9 @@ def create_app(settings: ServerSettings, on_fatal: Callable[[str], None] | None 
     describe_msgpack_models(app)
     install_docs(app)
     _install_error_handlers(app, state)  # before the metrics middleware, which then wraps it
+    # outside the app's handlers, inside the metrics (which count its 503s on the unmatched route)
+    limit = task_or_batch_limit(settings.max_task_bytes, settings.max_request_bytes)
+    app.add_middleware(RequestBudget, budget=state.memory, route_limit=limit)
     if state.metrics is not None:
         install_metrics(app, state.metrics)
     return app
@@ -184,8 +187,9 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
         state.rejections.add(key_id, getattr(route, "path", None), exc.status, exc.code.value)
         if state.metrics is not None:
             state.metrics.rejected_request(exc.code)
-        # whole seconds, rounded up: a client that waits that long finds what it waits for
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if exc.retry_after else None
+        headers = {"Retry-After": retry_after_value(exc.retry_after)} if exc.retry_after else {}
+        if exc.close_connection:
+            headers["Connection"] = "close"  # uvicorn then closes the connection after the answer
         body = bounded_body(exc.code, exc.message, exc.detail)
         return JSONResponse(body, status_code=exc.status, headers=headers)
 

@@ -1,12 +1,20 @@
 """Reading request bodies without trusting the sender: content type first, then a size cap that
-holds whether or not a Content-Length header is sent (chunked bodies are counted as they arrive)."""
+holds whether or not a Content-Length header is sent (chunked bodies are counted as they arrive), one
+of the key's upload slots (``server.api.uploads``) and a deadline for the whole body: a sender too slow
+to finish within ``body_timeout_s`` is answered 408 and its connection closed, nothing charged.
+
+The bytes gather in a BytesIO, whose value is handed on without a copy: a list of chunks joined at the
+end, or a bytearray turned into bytes, holds the body twice at its largest moment."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 
 from starlette.requests import ClientDisconnect, Request
 
+from server.api.uploads import UploadSlots
 from server.errors import APIError, echo
 from shared.protocol import ErrorCode
 
@@ -23,7 +31,10 @@ def _too_large(limit: int, detail: str) -> APIError:
     )
 
 
-async def read_body(request: Request, content_type: str, limit: int) -> bytes:
+async def read_body(
+    request: Request, content_type: str, limit: int, key_id: str, slots: UploadSlots, timeout_s: float
+) -> bytes:
+    """The body, checked before any of it is read: type, declared size, then a slot of ``key_id``'s."""
     received_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if received_type != content_type:
         shown = echo(received_type) if received_type else "none"
@@ -37,16 +48,29 @@ async def read_body(request: Request, content_type: str, limit: int) -> bytes:
             raise APIError(ErrorCode.MALFORMED_BODY, f"bad Content-Length {echo(declared)}")
         if int(declared) > limit:
             raise _too_large(limit, f"declares {declared} bytes")
-    chunks: list[bytes] = []
-    size = 0
+    with slots.held(key_id):
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await _read_capped(request, limit)
+        except TimeoutError:
+            log.info("body of %s not received within %g s", request.url.path, timeout_s)
+            raise APIError(
+                ErrorCode.REQUEST_TIMEOUT,
+                f"the request body did not arrive within {timeout_s:g} s",
+                {"body_timeout_s": timeout_s},
+                close_connection=True,  # the rest of the body may still be on its way
+            ) from None
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    body = io.BytesIO()
     try:
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
+            if body.tell() + len(chunk) > limit:
                 raise _too_large(limit, f"exceeds {limit} bytes")
-            chunks.append(chunk)
+            body.write(chunk)
     except ClientDisconnect:
         # The sender went away mid-upload: nothing to answer, nothing charged, no traceback.
-        log.info("client disconnected after %d bytes of %s", size, request.url.path)
+        log.info("client disconnected after %d bytes of %s", body.tell(), request.url.path)
         raise APIError(ErrorCode.CLIENT_DISCONNECTED, "the client disconnected mid-upload") from None
-    return b"".join(chunks)
+    return body.getvalue()

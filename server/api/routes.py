@@ -58,10 +58,13 @@ router = APIRouter()
 # What each step can answer with. Keyed: authenticate (FastAPI validates its header), ready_service.
 _KEYED = (ErrorCode.UNAUTHORIZED, ErrorCode.RATE_LIMITED, ErrorCode.VALIDATION_ERROR, ErrorCode.NOT_READY)
 _LEDGER = (ErrorCode.LEDGER_UNAVAILABLE,)  # any read or write of the ledger
-_BODY = (  # read_body, then parse_json / parse_msgpack
+_BODY = (  # the memory budget (server.api.admission), read_body, then parse_json / parse_msgpack
+    ErrorCode.SERVER_BUSY,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE,
     ErrorCode.BODY_TOO_LARGE,
     ErrorCode.MALFORMED_BODY,
+    ErrorCode.TOO_MANY_UPLOADS,
+    ErrorCode.REQUEST_TIMEOUT,
     ErrorCode.CLIENT_DISCONNECTED,
     ErrorCode.VALIDATION_ERROR,
 )
@@ -135,6 +138,11 @@ def _charge(request: Request, key_id: str, endpoint: Endpoint, rid: str | None, 
     return Charge(key_id, endpoint, rid, len(body), digest)
 
 
+async def _body(request: Request, state: AppState, key_id: str, content_type: str, limit: int) -> bytes:
+    timeout_s = state.settings.body_timeout_s
+    return await read_body(request, content_type, limit, key_id, state.uploads, timeout_s)
+
+
 async def _read_batch(
     request: Request,
     state: AppState,
@@ -145,7 +153,7 @@ async def _read_batch(
 ) -> tuple[StoredTask, bytes, BatchRequest, np.ndarray]:
     """The task, the body, the parsed request and its checked images (N, 3, S, S)."""
     task = await run_in_threadpool(service.get_task, key_id, task_id)
-    body = await read_body(request, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
+    body = await _body(request, state, key_id, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
     parsed = await run_in_threadpool(parse_msgpack, body, model)
     images = await run_in_threadpool(
         check_images, parsed.images, service.backend.image_size, state.settings.max_batch_images
@@ -228,7 +236,7 @@ async def register_task(
     request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
     limits = state.settings.task_limits
-    body = await read_body(request, "application/json", limits.max_task_bytes)
+    body = await _body(request, state, key_id, "application/json", limits.max_task_bytes)
     task_request = await run_in_threadpool(parse_json, body, TaskRequest)
     check_task(task_request, limits)  # before any text is formatted or tokenised
     charge = _charge(request, key_id, Endpoint.TASKS, rid, body)

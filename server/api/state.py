@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import ParamSpec, TypeVar
 
+from server.api.admission import MemoryBudget
 from server.api.auth import KeyRing
 from server.api.rate_limit import RateLimiter
 from server.api.rejections import RejectionCounter
+from server.api.uploads import UploadSlots
 from server.ledger import Ledger
 from server.metrics import ServerMetrics
 from server.serving.service import QueryService
@@ -39,9 +41,15 @@ class AppState:
     rejections: RejectionCounter = field(default_factory=RejectionCounter)
     metrics: ServerMetrics | None = None  # None with --no-metrics
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    uploads: UploadSlots = field(init=False)  # each key's bodies being read (settings.max_uploads_per_key)
+    memory: MemoryBudget = field(init=False)  # request bytes in memory, all keys (settings.memory_budget_mb)
     control: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(CONTROL_THREADS, thread_name_prefix="blackvip-control")
     )
+
+    def __post_init__(self) -> None:
+        self.uploads = UploadSlots(self.settings.max_uploads_per_key)
+        self.memory = MemoryBudget(int(self.settings.memory_budget_mb * 2**20))
 
     async def run_control(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``work`` (a short blocking read) on the control routes' own threads."""

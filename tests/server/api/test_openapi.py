@@ -57,11 +57,13 @@ def _schema(response: dict[str, Any]) -> dict[str, Any]:
 def test_loss_documents_its_error_statuses_with_the_error_body(openapi: dict[str, Any]) -> None:
     errors = _errors(openapi, "post", Routes.LOSS)
     assert {401, 413, 415, 422, 429, 503} <= set(errors)
-    assert set(errors) == {400, 401, 404, 409, 410, 413, 415, 422, 429, 500, 503}
+    assert set(errors) == {400, 401, 404, 408, 409, 410, 413, 415, 422, 429, 500, 503}
     for response in errors.values():
         assert _schema(response) == ERROR_BODY
     assert "invalid_labels" in errors[422]["description"]
-    assert "queue_full" in errors[503]["description"]
+    assert "queue_full" in errors[503]["description"] and "server_busy" in errors[503]["description"]
+    assert "too_many_uploads" in errors[429]["description"]
+    assert "request_timeout" in errors[408]["description"]
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
