@@ -12,6 +12,13 @@ protocol with two additions.
   connection must never read a 408 as the answer to a request it sends just then).
 
 While a request is being answered there is no head deadline; its body has its own (``read_body``).
+
+* A connection closed after an answer given before its request's body was read (429
+  ``too_many_uploads``, 503 ``server_busy``, 408 for a late body) lingers: the answer is sent, then
+  the write side is shut (FIN), and whatever the client still sends is read and dropped for up to
+  ``LINGER_S`` before the socket is closed. Closed at once, a socket with unread bytes is reset by the
+  kernel, and a client still writing its body loses the answer with the connection (it sees a reset,
+  never the 429 or 503 that says when to retry).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ __all__ = ["BoundedH11Protocol", "bounded_protocol", "raw_error", "uvicorn_optio
 log = logging.getLogger(__name__)
 
 REFUSED_RETRY_AFTER_S = 1.0
+LINGER_S = 2.0  # how long a closing connection keeps reading (and dropping) what its client still sends
 
 
 def raw_error(code: ErrorCode, message: str, retry_after: float | None = None) -> bytes:
@@ -62,9 +70,10 @@ class BoundedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
+        self.lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(LingeringTransport(transport, self))
         if len(self.connections) > self.max_connections:
             self.connections.discard(self)  # a refused connection holds no place among the open ones
             log.info("connection refused: %d open, the most allowed", self.max_connections)
@@ -75,6 +84,8 @@ class BoundedH11Protocol(H11Protocol):
         self._arm_head_deadline()
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:  # answered and closing: the rest of the request is read and dropped
+            return
         super().data_received(data)
         if not self._waiting_for_head():
             self._cancel_head_deadline()
@@ -87,6 +98,10 @@ class BoundedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
         super().connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        # the client has sent all it will: a lingering close has nothing more to wait for
+        return None if self.lingering else super().eof_received()
 
     def _waiting_for_head(self) -> bool:
         """No request in progress: the app is not answering one, so the next head is awaited."""
@@ -111,6 +126,31 @@ class BoundedH11Protocol(H11Protocol):
             message = f"the request's headers did not arrive within {self.header_timeout_s:g} s"
             self.transport.write(raw_error(ErrorCode.REQUEST_TIMEOUT, message))
         self.transport.close()
+
+
+class LingeringTransport:
+    """The connection's transport, as uvicorn uses it, with a lingering ``close`` (see the module's
+    docstring); every other attribute is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: BoundedH11Protocol) -> None:
+        self._transport, self._protocol = transport, protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        """True from the lingering close on: uvicorn then starts no keep-alive timer and no next request."""
+        return self._protocol.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        transport = self._transport
+        if self._protocol.lingering or transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        self._protocol.lingering = True
+        transport.write_eof()  # after what is buffered: the client reads the whole answer, then EOF
+        transport.resume_reading()  # uvicorn may have paused it while the body waited to be read
+        self._protocol.loop.call_later(LINGER_S, transport.close)
 
 
 def bounded_protocol(settings: ServerSettings) -> type[BoundedH11Protocol]:

@@ -212,3 +212,27 @@ def test_a_body_over_the_memory_budget_is_503_before_it_is_read(tmp_path: Path) 
                 assert read_response(sock)[0] == 200
         assert state.memory.reserved == 0 and healthy(port)
         assert usage(port, KEYS[0]).total.images == 128 and usage(port, KEYS[1]).total.images == 0
+
+
+def test_a_refused_upload_still_being_sent_reads_its_answer_not_a_reset(tmp_path: Path) -> None:
+    """The server answers 429 before reading a body the client is still writing: the connection
+    lingers (FIN after the answer, the rest read and dropped), so the sender finishes writing and reads
+    the 429; closed at once, its unread bytes would reset the connection and lose the answer."""
+    with serving(tmp_path, "--max-uploads-per-key", "1", "--max-request-bytes", str(8 * 2**20)) as (
+        port,
+        state,
+    ):
+        alice = state.keyring.identify(f"Bearer {KEYS[0]}").key_id
+        task_id = register_task(port, KEYS[0])
+        path = Routes.LOGITS.format(task_id=task_id)
+        body = b"\xc1" * (6 * 2**20)  # far more than the socket buffers hold: the server must read it
+        with connect(port) as holder:
+            holder.sendall(head("POST", path, KEYS[0], body) + body[:10])
+            wait_for(lambda: state.uploads.open(alice) == 1)
+            with connect(port) as refused:
+                refused.sendall(head("POST", path, KEYS[0], body) + body)  # a reset raises here
+                status, headers, answer = read_response(refused)
+                assert status == 429 and error_code(answer) == "too_many_uploads"
+                assert headers["connection"] == "close" and closed_by_server(refused)
+        wait_for(lambda: state.uploads.open(alice) == 0)
+        assert healthy(port) and usage(port, KEYS[0]).total.images == 0
