@@ -192,5 +192,10 @@ def test_replicas_charging_the_same_keys_beside_the_prune_lose_and_double_nothin
     assert replicas[2]._read("SELECT COUNT(*) FROM queries")[0][0] == sum(charged.values())
     stored = replicas[0]._read("SELECT COALESCE(SUM(answer_bytes), 0) FROM idempotency")[0][0]
     assert replicas[0].stored_answer_bytes() == stored
+    by_key = replicas[0]._read("SELECT key_id, SUM(answer_bytes) FROM idempotency GROUP BY key_id")
+    assert {key: replicas[0].key_stored_answer_bytes(key) for key in keys} == {
+        **{key: 0 for key in keys},
+        **{key: int(total) for key, total in by_key},
+    }
     for replica in replicas:
         replica.close()
