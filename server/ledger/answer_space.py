@@ -16,15 +16,21 @@ Every statement costs the same however many answers and keys are stored: a key's
 the index of rows that hold an answer by ``(key_id, created)``, the largest key from the index on the
 per-key figure. Dropped answers keep their request ids: a retry still refuses a second charge.
 
-Locks, with replicas (PostgreSQL), in this order: the keys' totals rows (``key_usage``, the group's
-start, sorted: ``server.ledger.batch``); a charge's own keys' id rows and figure rows; the store's row;
-then, only while holding the store's row, other keys' figure rows and id rows, and only with ``SKIP
-LOCKED`` (``Dialect.skip_locked``). So a key's figure row is waited for only by a charge of that key
-(holding its totals row) and only while no one holds the store's row but a tidier that waits for
-nothing; the prune (``AnswerStore.prune``) takes the store's row first and skips the rest too. No two
-transactions wait for each other in a circle. What skipping costs: with replicas, when the largest key's
-figure row is held by another writer, this charge drops nothing and the store may exceed its size by what
-concurrent charges add, until the next charge; the prune leaves a held key's rows for its next round.
+Locks, with replicas (PostgreSQL). The order: the keys' totals rows (``key_usage``, at the group's start,
+sorted: ``server.ledger.batch``), then a charge's own keys' id rows and figure rows, and the store's row
+(``answer_store``); other keys' figure rows and id rows are taken only while holding the store's row, and
+only with ``SKIP LOCKED`` (``Dialect.skip_locked``), never waited for. So:
+
+- a key's id rows and figure row are waited for only by a charge of that key, which holds its totals
+  row: two charges of one key never hold them at once, and whoever else holds them holds the store's row;
+- whoever holds the store's row waits for no other row: its own keys' rows are held by no other charge
+  (the totals rows) and by no tidier (the store's row), and it skips everything else;
+- the prune (``AnswerStore.prune``) takes the store's row first, holding nothing, then skips as above.
+
+No two transactions wait for each other in a circle. What skipping costs: with replicas, when the largest
+key's figure row is held by another writer, this charge drops nothing and the store may exceed its size
+by what concurrent charges add, until the next charge; the prune leaves a held key's rows for its next
+round.
 """
 
 from __future__ import annotations

@@ -148,7 +148,10 @@ def test_a_group_making_a_key_row_never_holds_a_later_key_while_it_waits(postgre
 def test_replicas_charging_the_same_keys_beside_the_prune_lose_and_double_nothing(
     ledger_target: Path | str,
 ) -> None:
-    limits = LedgerLimits(idempotency_window_s=0.6, replay_ttl_s=0.3, replay_store_bytes=4000)
+    # 4 keys, each up to 1,600 bytes of answers: charges drop their own key's oldest and the largest key's
+    limits = LedgerLimits(
+        idempotency_window_s=0.6, replay_ttl_s=0.3, replay_store_bytes=4000, replay_store_key_share=0.4
+    )
     Ledger(ledger_target).close()
     replicas = [Ledger(ledger_target, limits) for _ in range(3)]
     keys = [f"k{i}" for i in range(4)]
