@@ -9,8 +9,8 @@ index on the queries' time for exports and per-period usage; version 4 keeps the
 total as a running figure (``answer_store``, one row) and indexes the rows that hold an answer by age,
 so that no charge reads the whole ``idempotency`` table to keep the store under its cap; version 5 keeps
 each key's stored answers' bytes as a running figure too (``answer_store_keys``, indexed by size) and
-indexes the rows that hold an answer by key and age, so that a key's answers are kept to its share of
-the store and eviction drops the largest key's oldest (``server.ledger.answer_space``).
+indexes the rows that hold an answer of some bytes by key and age, so that a key's answers are kept to
+its share of the store and eviction drops the largest key's oldest (``server.ledger.answer_space``).
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ CREATE INDEX IF NOT EXISTS idempotency_answers_by_created ON idempotency (create
 """
 
 # Version 5: each key's figure (from the rows already stored, once, at the migration), the index that
-# finds the key holding the most, and the index of a key's rows that still hold an answer, oldest first.
+# finds the key holding the most, and the index of a key's rows that still hold an answer of some bytes,
+# oldest first (its condition is not the TTL prune's index's: no plan for one key walks every key's rows).
 _V5_TABLES = """
 CREATE TABLE IF NOT EXISTS answer_store_keys (key_id TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
 INSERT OR IGNORE INTO answer_store_keys (key_id, bytes)
