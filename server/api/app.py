@@ -63,6 +63,7 @@ def ledger_limits(settings: ServerSettings) -> LedgerLimits:
         idempotency_window_s=settings.idempotency_window_s,
         replay_ttl_s=settings.replay_ttl,
         replay_store_bytes=int(settings.replay_store_mb * 2**20),
+        replay_store_key_share=settings.replay_store_key_share,
         busy_timeout_s=settings.ledger_busy_timeout_s,
         pool_size=settings.ledger_pool_size,
     )

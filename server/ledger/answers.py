@@ -1,18 +1,18 @@
 """Request ids and their answers in the ledger (the ``idempotency`` table): remembered inside a
-charge's transaction, recalled for a replay, the answers dropped oldest first beyond the store's size and
-after their TTL, the ids after their window. Same SQL on both engines.
+charge's transaction, recalled for a replay, the answers dropped beyond their key's share of the store,
+beyond the store's size and after their TTL, the ids after their window. Same SQL on both engines.
 
-Every statement costs the same however many ids are stored: the stored answers' byte total is a running
-figure (``answer_store``, one row) changed in the transaction that changes an answer, the oldest answers
-are found through an index of the rows that hold one, and the expired rows through the index on
-``created``. The prune runs off the charge path (the server's upkeep timer), ``PRUNE_BATCH_ROWS`` rows a
-transaction.
+Every statement costs the same however many ids are stored: the room the answers take is kept as running
+figures (the store's and each key's, ``server.ledger.answer_space``, which also holds the rules that drop
+answers to fit) changed in the transaction that changes an answer, the answers to drop are found through
+indexes of the rows that hold one, and the expired rows through the index on ``created``. The prune runs
+off the charge path (the server's upkeep timer), ``PRUNE_BATCH_ROWS`` rows a transaction.
 
-Locks, with replicas (PostgreSQL): the tidying (eviction, prune) takes id rows of any key only while it
-holds the total's row (the prune takes that row first), and skips id rows another writer holds instead
-of waiting for them (``Dialect.skip_locked``); a charge waits otherwise only for its own keys' rows. So
-whoever holds the total's row waits for no id row, and no two transactions wait for each other in a
-circle.
+Locks, with replicas (PostgreSQL): the order is in ``server.ledger.answer_space``'s doc. In short, a
+charge waits only for its own keys' rows and the store's row; the tidying (eviction, prune) takes other
+keys' figure and id rows only while it holds the store's row (the prune takes that row first), and skips
+rows another writer holds instead of waiting for them (``Dialect.skip_locked``). So whoever holds the
+store's row waits for no other row, and no two transactions wait for each other in a circle.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from server.ledger.answer_space import StoreSpace
 from server.ledger.db import Conn, Dialect
 
 Transaction = Callable[[], AbstractContextManager[Conn]]
@@ -30,7 +31,6 @@ __all__ = ["PRUNE_BATCH_ROWS", "Answer", "AnswerStore", "DuplicateRequestError",
 
 PRUNE_BATCH_ROWS = 500  # rows one prune transaction forgets at most: the writer is never held long
 _PRUNE_PAUSE_S = 0.002
-_EVICT_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,6 @@ class Remembered:
     answer: Answer | None
 
 
-# Forgets a stored answer and keeps its request id (the id still refuses a second charge).
-_DROP_ANSWER = (
-    "UPDATE idempotency SET answer = NULL, media_type = NULL, answer_bytes = 0"
-    " WHERE key_id = ? AND request_id = ?"
-)
-_ADD_TO_STORE = "UPDATE answer_store SET bytes = bytes + ? WHERE id = 0"
 _INSERT_ID = (
     "INSERT INTO idempotency (body_hash, created, answer, media_type, answer_bytes, key_id, request_id)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -65,8 +59,8 @@ class DuplicateRequestError(Exception):
 
 
 class AnswerStore:
-    def __init__(self, dialect: Dialect, window_s: float, ttl_s: float, store_bytes: int) -> None:
-        self.dialect, self.window_s, self.ttl_s, self.store_bytes = dialect, window_s, ttl_s, store_bytes
+    def __init__(self, dialect: Dialect, window_s: float, ttl_s: float, space: StoreSpace) -> None:
+        self.dialect, self.window_s, self.ttl_s, self.space = dialect, window_s, ttl_s, space
 
     def remember(
         self,
@@ -77,26 +71,28 @@ class AnswerStore:
         now: float,
     ) -> None:
         body_hash, answer = remember
-        if answer is not None and len(answer.content) > self.store_bytes:
-            answer = None  # larger than the whole store: remember the id, not the answer
+        if answer is not None and len(answer.content) > self.space.key_bytes:
+            answer = None  # larger than a key's share of the store: remember the id, not the answer
         values = (body_hash, now, *_stored(answer))
         inserted = db.execute(
             _INSERT_ID + " ON CONFLICT (key_id, request_id) DO NOTHING RETURNING created",
             (*values, key_id, request_id),
         )
         size = values[-1]
-        # sent before the insert's answer is read: on PostgreSQL both take one round trip
-        added = db.execute(_ADD_TO_STORE + " RETURNING bytes", (size,)) if size else None
+        # sent before the insert's answer is read: on PostgreSQL all three take one round trip
+        added = self.space.add(db, key_id, size) if size else None
         is_new = bool(inserted.fetchall())
-        total = int(added.fetchall()[0][0]) if added is not None else 0  # read out before any refusal
+        # read out before any refusal
+        key_total, total = (int(c.fetchall()[0][0]) for c in added) if added is not None else (0, 0)
         if not is_new:
-            self._reuse_expired(db, key_id, request_id, values)
-        if total > self.store_bytes:
-            self._evict(db, self.stored_bytes(db) - self.store_bytes)
+            freed = self._reuse_expired(db, key_id, request_id, values)
+            key_total, total = key_total - freed, total - freed
+        if size:
+            self.space.fit(db, key_id, key_total, total)
 
-    def _reuse_expired(self, db: Conn, key_id: str, request_id: str, values: tuple) -> None:
+    def _reuse_expired(self, db: Conn, key_id: str, request_id: str, values: tuple) -> int:
         """The id is stored already: refuse it inside its window, else (the prune has not reached it
-        yet) take its row over, and its stored answer's bytes out of the total."""
+        yet) take its row over, and its stored answer's bytes out of the figures. Returns those bytes."""
         now = values[1]
         rows = db.execute(
             "SELECT created, answer_bytes FROM idempotency WHERE key_id = ? AND request_id = ?"
@@ -107,37 +103,16 @@ class AnswerStore:
             raise DuplicateRequestError(request_id)
         if not rows:  # forgotten by the prune meanwhile: the id is free
             db.execute(_INSERT_ID, (*values, key_id, request_id))
-            return
+            return 0
         db.execute(
             "UPDATE idempotency SET body_hash = ?, created = ?, answer = ?, media_type = ?, answer_bytes = ?"
             " WHERE key_id = ? AND request_id = ?",
             (*values, key_id, request_id),
         )
-        if rows[0][1]:
-            db.execute(_ADD_TO_STORE, (-int(rows[0][1]),))
-
-    def _evict(self, db: Conn, excess: int) -> None:
-        """Drop the oldest stored answers until they fit ``replay_store_bytes`` (ids are kept). With
-        replicas, answers another charge is dropping at this moment are skipped, not waited for: the
-        store may exceed its cap by what concurrent charges add, until the next charge."""
-        while excess > 0:
-            rows = db.execute(
-                "SELECT key_id, request_id, answer_bytes FROM idempotency WHERE answer IS NOT NULL"
-                f" ORDER BY created LIMIT {_EVICT_ROWS}{self.dialect.skip_locked}"
-            ).fetchall()
-            if not rows:
-                return
-            dropped = []
-            for key_id, request_id, size in rows:
-                dropped.append((key_id, request_id, int(size)))
-                excess -= int(size)
-                if excess <= 0:
-                    break
-            self._drop_answers(db, dropped)
-
-    def _drop_answers(self, db: Conn, rows: list[tuple[str, str, int]]) -> None:
-        db.executemany(_DROP_ANSWER, [(key_id, request_id) for key_id, request_id, _ in rows])
-        db.execute(_ADD_TO_STORE, (-sum(size for _, _, size in rows),))
+        freed = int(rows[0][1])
+        if freed:
+            self.space.release(db, key_id, freed)
+        return freed
 
     def recall(self, db: Conn, key_id: str, request_id: str, now: float) -> Remembered | None:
         rows = db.execute(
@@ -167,36 +142,33 @@ class AnswerStore:
 
     def _forget_ids(self, db: Conn, now: float) -> int:
         rows = self._oldest(db, "created < ?", now - self.window_s)
-        if not rows:
-            return 0
-        db.executemany(
-            "DELETE FROM idempotency WHERE key_id = ? AND request_id = ?",
-            [(key_id, request_id) for key_id, request_id, _ in rows],
-        )
-        freed = sum(size for _, _, size in rows)
-        if freed:  # an answer the TTL prune has not dropped yet (the TTL may equal the window)
-            db.execute(_ADD_TO_STORE, (-freed,))
+        if rows:
+            # an answer the TTL prune has not dropped yet (the TTL may equal the window) leaves the figures
+            self.space.forget(db, rows)
         return len(rows)
 
     def _drop_expired_answers(self, db: Conn, now: float) -> int:
         rows = self._oldest(db, "answer IS NOT NULL AND created < ?", now - self.ttl_s)
         if rows:
-            self._drop_answers(db, rows)
+            self.space.drop(db, rows)
         return len(rows)
 
     def _oldest(self, db: Conn, where: str, before: float) -> list[tuple[str, str, int]]:
-        # the total's row first, then the rows (skipping those a charge holds): see the module's doc
-        db.execute("SELECT bytes FROM answer_store WHERE id = 0" + self.dialect.for_update).fetchall()
+        # the store's row first, then the rows and their keys' figure rows (skipping those a charge
+        # holds): see server.ledger.answer_space's doc
+        self.space.lock_store(db)
         rows = db.execute(
             f"SELECT key_id, request_id, answer_bytes FROM idempotency WHERE {where}"
             f" ORDER BY created LIMIT {PRUNE_BATCH_ROWS}{self.dialect.skip_locked}",
             (before,),
         ).fetchall()
-        return [(key_id, request_id, int(size)) for key_id, request_id, size in rows]
+        return self.space.held_keys(
+            db, [(key_id, request_id, int(size)) for key_id, request_id, size in rows]
+        )
 
     def stored_bytes(self, db: Conn) -> int:
         """The stored answers' byte total, as the running figure has it."""
-        return int(db.execute("SELECT bytes FROM answer_store WHERE id = 0").fetchall()[0][0])
+        return self.space.stored_bytes(db)
 
 
 def _stored(answer: Answer | None) -> tuple[bytes | None, str | None, int]:

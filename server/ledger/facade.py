@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from server.ledger.answer_space import StoreSpace
 from server.ledger.answers import Answer, AnswerStore, DuplicateRequestError, Remembered
 from server.ledger.batch import ChargeBatch, QueryRecord, begin_batch, write_batch
 from server.ledger.db import (
@@ -68,6 +69,8 @@ class LedgerLimits:
     idempotency_window_s: float = 86_400.0
     replay_ttl_s: float = 900.0
     replay_store_bytes: int = 256 * 2**20
+    # the fraction of the store one key's answers may take: beyond it, that key's own oldest are dropped
+    replay_store_key_share: float = 0.25
     busy_timeout_s: float = 5.0
     pool_size: int = 8  # PostgreSQL: connections per server process
     # a leader whose last group shared its transaction waits this long for the writers on their way
@@ -114,9 +117,9 @@ class Ledger:
             gather_s=self.limits.group_gather_s,
         )
         limits = self.limits
-        self.answers = AnswerStore(
-            self.dialect, limits.idempotency_window_s, limits.replay_ttl_s, limits.replay_store_bytes
-        )
+        store_bytes = limits.replay_store_bytes
+        space = StoreSpace(self.dialect, store_bytes, int(store_bytes * limits.replay_store_key_share))
+        self.answers = AnswerStore(self.dialect, limits.idempotency_window_s, limits.replay_ttl_s, space)
         self.keys = SqlKeyStore(self._transaction, self._read)
         self.reports = SqlReports(self._read, self.dialect)
 
@@ -177,6 +180,10 @@ class Ledger:
     def stored_answer_bytes(self) -> int:
         """The bytes of the answers stored for replays (a running figure kept with every change)."""
         return self.db.read(self.answers.stored_bytes)
+
+    def key_stored_answer_bytes(self, key_id: str) -> int:
+        """The bytes of one key's stored answers (its running figure), at most its share of the store."""
+        return self.db.read(lambda db: self.answers.space.key_stored_bytes(db, key_id))
 
     # -- rejections, heartbeat ---------------------------------------------------------------
 

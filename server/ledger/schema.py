@@ -7,7 +7,10 @@ to the API key (the ``idempotency`` table), keeps per-key totals for atomic quot
 rejections as counters; version 3 adds the managed API keys (hashes, labels, per-key limits) and an
 index on the queries' time for exports and per-period usage; version 4 keeps the stored answers' byte
 total as a running figure (``answer_store``, one row) and indexes the rows that hold an answer by age,
-so that no charge reads the whole ``idempotency`` table to keep the store under its cap.
+so that no charge reads the whole ``idempotency`` table to keep the store under its cap; version 5 keeps
+each key's stored answers' bytes as a running figure too (``answer_store_keys``, indexed by size) and
+indexes the rows that hold an answer of some bytes by key and age, so that a key's answers are kept to
+its share of the store and eviction drops the largest key's oldest (``server.ledger.answer_space``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sqlite3
 
 __all__ = ["SCHEMA_VERSION", "SchemaError", "migrate"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class SchemaError(RuntimeError):
@@ -114,6 +117,17 @@ INSERT OR IGNORE INTO answer_store (id, bytes) SELECT 0, COALESCE(SUM(answer_byt
 CREATE INDEX IF NOT EXISTS idempotency_answers_by_created ON idempotency (created) WHERE answer IS NOT NULL;
 """
 
+# Version 5: each key's figure (from the rows already stored, once, at the migration), the index that
+# finds the key holding the most, and the index of a key's rows that still hold an answer of some bytes,
+# oldest first (its condition is not the TTL prune's index's: no plan for one key walks every key's rows).
+_V5_TABLES = """
+CREATE TABLE IF NOT EXISTS answer_store_keys (key_id TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+INSERT OR IGNORE INTO answer_store_keys (key_id, bytes)
+    SELECT key_id, SUM(answer_bytes) FROM idempotency WHERE answer IS NOT NULL GROUP BY key_id;
+CREATE INDEX IF NOT EXISTS answer_store_keys_by_bytes ON answer_store_keys (bytes);
+CREATE INDEX IF NOT EXISTS idempotency_answers_by_key ON idempotency (key_id, created) WHERE answer_bytes > 0;
+"""
+
 _TOTALS = """
 INSERT OR REPLACE INTO key_usage (key_id, requests, images, cost)
     SELECT key_id, COUNT(*), SUM(images), SUM(cost) FROM queries GROUP BY key_id;
@@ -137,7 +151,9 @@ def migrate(db: sqlite3.Connection) -> None:
         script = ""
     if version < 3:
         script += _V3_TABLES
-    script += _V4_TABLES
+    if version < 4:
+        script += _V4_TABLES
+    script += _V5_TABLES
     db.execute("BEGIN IMMEDIATE")
     try:
         for statement in script.split(";"):

@@ -4,7 +4,8 @@ empty database, migrated forward, refused when written by newer code than this.
 The version is the one row of ``blackvip_schema``. PostgreSQL ledgers begin at version 3, the SQLite
 schema of the release that added this backend, with the same tables and columns (BIGINT counts,
 DOUBLE PRECISION times and costs, BYTEA answers); a later version adds its step to ``_STEPS`` (version 4:
-the stored answers' running byte total and the index of the rows that hold an answer). Replicas
+the stored answers' running byte total and the index of the rows that hold an answer; version 5: each
+key's running figure and the index of a key's rows that hold an answer). Replicas
 that start together migrate one at a time: the migration holds a transaction-scoped advisory lock, and
 DDL is transactional, so each replica finds the schema either absent or complete.
 """
@@ -91,8 +92,16 @@ INSERT INTO answer_store (id, bytes) SELECT 0, COALESCE(SUM(answer_bytes), 0) FR
 CREATE INDEX idempotency_answers_by_created ON idempotency (created) WHERE answer IS NOT NULL;
 """
 
+_V5 = """
+CREATE TABLE answer_store_keys (key_id TEXT PRIMARY KEY, bytes BIGINT NOT NULL);
+INSERT INTO answer_store_keys (key_id, bytes)
+    SELECT key_id, SUM(answer_bytes) FROM idempotency WHERE answer IS NOT NULL GROUP BY key_id;
+CREATE INDEX answer_store_keys_by_bytes ON answer_store_keys (bytes);
+CREATE INDEX idempotency_answers_by_key ON idempotency (key_id, created) WHERE answer_bytes > 0;
+"""
+
 # version reached -> the script from the version before it (an empty database is version 0: every step)
-_STEPS: dict[int, str] = {3: _V3, 4: _V4}
+_STEPS: dict[int, str] = {3: _V3, 4: _V4, 5: _V5}
 
 
 def schema_version(db: Any) -> int:

@@ -193,6 +193,25 @@ def test_an_answer_over_the_store_cap_is_not_kept_and_never_recomputed(ledger_ta
         api.__exit__(None, None, None)
 
 
+def test_one_keys_answers_cannot_evict_another_keys(ledger_target: Path | str) -> None:
+    # a store of 2,000 bytes, a key's share 500: about five of these answers (87 bytes) a key
+    api = start(ledger_target, "--replay-store-mb", str(2000 / 2**20), "--replay-store-key-share", "0.25")
+    try:
+        bob_task, alice_task = task(api, BOB), task(api)
+        first = logits(api, bob_task, "bob-1", headers=BOB)
+        assert first.status_code == 200 and len(first.content) <= 100
+        for index in range(25):  # more than the whole store
+            assert logits(api, alice_task, f"a-{index}", seed=index).status_code == 200
+        again = logits(api, bob_task, "bob-1", headers=BOB)
+        assert again.status_code == 200 and again.headers[REPLAYED_HEADER] == "true"
+        assert again.content == first.content
+        assert code(logits(api, alice_task, "a-0", seed=0)) == (410, "replay_expired")  # her own oldest went
+        assert logits(api, alice_task, "a-24", seed=24).headers[REPLAYED_HEADER] == "true"
+        assert images_charged(api) == 100 and images_charged(api, BOB) == 4  # each answer charged once
+    finally:
+        api.__exit__(None, None, None)
+
+
 def test_registration_is_idempotent_too(api: TestClient) -> None:
     body = {"class_names": ["x", "y"], "templates": ["{}", "a {}"]}
     headers = {**ALICE, REQUEST_ID_HEADER: "reg-1"}

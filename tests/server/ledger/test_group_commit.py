@@ -148,7 +148,10 @@ def test_a_group_making_a_key_row_never_holds_a_later_key_while_it_waits(postgre
 def test_replicas_charging_the_same_keys_beside_the_prune_lose_and_double_nothing(
     ledger_target: Path | str,
 ) -> None:
-    limits = LedgerLimits(idempotency_window_s=0.6, replay_ttl_s=0.3, replay_store_bytes=4000)
+    # 4 keys, each up to 1,600 bytes of answers: charges drop their own key's oldest and the largest key's
+    limits = LedgerLimits(
+        idempotency_window_s=0.6, replay_ttl_s=0.3, replay_store_bytes=4000, replay_store_key_share=0.4
+    )
     Ledger(ledger_target).close()
     replicas = [Ledger(ledger_target, limits) for _ in range(3)]
     keys = [f"k{i}" for i in range(4)]
@@ -192,5 +195,10 @@ def test_replicas_charging_the_same_keys_beside_the_prune_lose_and_double_nothin
     assert replicas[2]._read("SELECT COUNT(*) FROM queries")[0][0] == sum(charged.values())
     stored = replicas[0]._read("SELECT COALESCE(SUM(answer_bytes), 0) FROM idempotency")[0][0]
     assert replicas[0].stored_answer_bytes() == stored
+    by_key = replicas[0]._read("SELECT key_id, SUM(answer_bytes) FROM idempotency GROUP BY key_id")
+    assert {key: replicas[0].key_stored_answer_bytes(key) for key in keys} == {
+        **{key: 0 for key in keys},
+        **{key: int(total) for key, total in by_key},
+    }
     for replica in replicas:
         replica.close()

@@ -19,8 +19,24 @@ from shared.protocol import Endpoint
 
 ROWS = 100_000  # ids and query rows already stored: hours of traffic at 10 requests/s
 WINDOW_S, TTL_S = 3600.0, 600.0
-# the stored answers (about 2 MB to begin with) go over the cap after a few charges: then each evicts
-LIMITS = LedgerLimits(idempotency_window_s=WINDOW_S, replay_ttl_s=TTL_S, replay_store_bytes=2_050_000)
+# the stored answers (2,000 kB to begin with) go over the cap at the first charge: then each charge evicts
+# from the key holding the most (one of 45 others, 44 kB each); the charging keys (7 kB each to begin with)
+# go over their share (8 kB) at once: then each charge drops its own key's oldest too
+LIMITS = LedgerLimits(
+    idempotency_window_s=WINDOW_S,
+    replay_ttl_s=TTL_S,
+    replay_store_bytes=2_000_500,
+    replay_store_key_share=0.004,
+)
+KEYS = 20_000  # keys with a figure row (most of them holding nothing now)
+
+
+def key_of(i: int) -> str:
+    """The key of the ``i``-th stored id: the keys charged here hold one id in 300 each, 45 others the
+    rest (one key's rows are few among all, as with many keys: its own index is what finds them)."""
+    if i < 50:
+        return "old-key"
+    return f"key-{i % 3}" if i % 100 == 0 else f"bulk-{i % 50}"
 
 
 def record(key: str, request_id: str | None, images: int = 4) -> QueryRecord:
@@ -45,10 +61,7 @@ def exercise(ledger: Ledger) -> None:
 def fill(db: sqlite3.Connection | psycopg.Connection, placeholder: str) -> None:
     """``ROWS`` ids (the oldest past the window, the newer half still holding answers) and query rows."""
     now = time.time()
-    ids = [
-        ("old-key" if i < 50 else f"key-{i % 3}", f"old-{i}", "h", now - WINDOW_S - 100 + i * WINDOW_S / ROWS)
-        for i in range(ROWS)
-    ]
+    ids = [(key_of(i), f"old-{i}", "h", now - WINDOW_S - 100 + i * WINDOW_S / ROWS) for i in range(ROWS)]
     marks = ", ".join([placeholder] * 7)
     answered = [i > ROWS // 2 for i in range(ROWS)]
     cursor = db.cursor()
@@ -68,6 +81,15 @@ def fill(db: sqlite3.Connection | psycopg.Connection, placeholder: str) -> None:
     )
     total = "(SELECT SUM(answer_bytes) FROM idempotency)"  # the running total, as the migration sets it
     cursor.execute(f"UPDATE answer_store SET bytes = {total} WHERE id = {placeholder}", (0,))
+    cursor.execute(  # each key's figure, as the migration sets it
+        "INSERT INTO answer_store_keys (key_id, bytes) SELECT key_id, SUM(answer_bytes) FROM idempotency"
+        " WHERE answer IS NOT NULL GROUP BY key_id"
+    )
+    marks = ", ".join([placeholder] * 2)
+    cursor.executemany(
+        f"INSERT INTO answer_store_keys (key_id, bytes) VALUES ({marks})",
+        [(f"idle-{i}", 0) for i in range(KEYS)],
+    )
 
 
 def test_no_sqlite_statement_of_a_charge_or_the_prune_scans_the_big_tables(tmp_path: Path) -> None:
@@ -84,14 +106,21 @@ def test_no_sqlite_statement_of_a_charge_or_the_prune_scans_the_big_tables(tmp_p
 
     statements = {s for s in sent if re.match(r"\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", s, re.I)}
     assert any(s.startswith("DELETE") for s in statements)  # the prune ran
-    scans = {}
+    scans, indexes = {}, set()
     with sqlite3.connect(path) as db:
         for statement in statements:
             for *_, detail in db.execute("EXPLAIN QUERY PLAN " + statement).fetchall():
-                if re.match(r"SCAN (idempotency|queries)\b", detail) and not _bounded_answer_scan(detail):
+                indexes.update(re.findall(r"USING INDEX (\w+)", detail))
+                if re.match(
+                    r"SCAN (idempotency|queries|answer_store_keys)\b", detail
+                ) and not _bounded_answer_scan(detail):
                     scans[statement[:160]] = detail
+                if "TEMP B-TREE" in detail and re.search(r"\b(idempotency|answer_store_keys)\b", statement):
+                    scans[statement[:160]] = detail  # a sort of every row found: no bound
     assert not scans, scans
     assert any("answer_store" in s for s in statements)
+    # a key's own oldest (its share) and the largest key (the store over its size) were looked up
+    assert {"idempotency_answers_by_key", "answer_store_keys_by_bytes"} <= indexes, indexes
 
 
 def _bounded_answer_scan(detail: str) -> bool:
@@ -117,6 +146,15 @@ def test_no_postgres_statement_of_a_charge_or_the_prune_scans_the_big_tables(pos
 
     plans = [block for block in log.split("plan:")[1:] if "Query Text" in block]
     assert len(plans) > 50  # the statements ran and their plans are in the log
-    scans = [plan.strip()[:400] for plan in plans if re.search(r"Seq Scan on (idempotency|queries)\b", plan)]
+    scans = [
+        plan.strip()[:400]
+        for plan in plans
+        if re.search(r"Seq Scan on (idempotency|queries|answer_store_keys)\b", plan)
+    ]
     assert not scans, scans
+    # a key's oldest answers (its share, the largest key's) always through its own index, even in the
+    # generic plan of a prepared statement; the largest key through the index on the figures
+    oldest = [plan for plan in plans if "WHERE key_id = $1 AND answer_bytes > 0" in plan]
+    assert oldest and all("idempotency_answers_by_key" in plan for plan in oldest), oldest[:3]
+    assert any("answer_store_keys_by_bytes" in plan for plan in plans)
     assert any("answer_store" in plan for plan in plans) and any("DELETE" in plan for plan in plans)
