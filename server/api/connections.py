@@ -16,9 +16,9 @@ While a request is being answered there is no head deadline; its body has its ow
 * A connection closed after an answer given before its request's body was read (429
   ``too_many_uploads``, 503 ``server_busy``, 408 for a late body) lingers: the answer is sent, then
   the write side is shut (FIN), and whatever the client still sends is read and dropped for up to
-  ``LINGER_S`` before the socket is closed. Closed at once, a socket with unread bytes is reset by the
-  kernel, and a client still writing its body loses the answer with the connection (it sees a reset,
-  never the 429 or 503 that says when to retry).
+  ``LINGER_S`` (or until the client's own FIN) before the socket is closed. Closed at once, a socket
+  with unread bytes is reset by the kernel, and a client still writing its body loses the answer with
+  the connection (it sees a reset, never the 429 or 503 that says when to retry).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import asyncio
 import http
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -73,7 +73,8 @@ class BoundedH11Protocol(H11Protocol):
         self.lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(LingeringTransport(transport, self))
+        # uvicorn holds the transport for writes and closes; the wrapper behaves as one (duck-typed)
+        super().connection_made(cast(asyncio.Transport, LingeringTransport(transport, self)))
         if len(self.connections) > self.max_connections:
             self.connections.discard(self)  # a refused connection holds no place among the open ones
             log.info("connection refused: %d open, the most allowed", self.max_connections)
@@ -98,10 +99,6 @@ class BoundedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
         super().connection_lost(exc)
-
-    def eof_received(self) -> bool | None:
-        # the client has sent all it will: a lingering close has nothing more to wait for
-        return None if self.lingering else super().eof_received()
 
     def _waiting_for_head(self) -> bool:
         """No request in progress: the app is not answering one, so the next head is awaited."""
