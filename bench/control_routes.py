@@ -84,7 +84,9 @@ def run_tree(tree: Path, args: argparse.Namespace, workdir: Path) -> dict[str, d
     ]
     queue = max(1, args.clients * args.images // 4) if args.full_queue else 100_000
     argv += ["--api-keys", KEY, "--max-queue-images", str(queue), *args.server_args.split()]
-    server = LocalServer(argv, env={"PYTHONPATH": str(tree)}, log_path=workdir / "server.log").start()
+    # one key sends all the load: its upload slots must not refuse it (an older tree ignores the variable)
+    env = {"PYTHONPATH": str(tree), "BLACKVIP_MAX_UPLOADS_PER_KEY": str(args.clients + 4)}
+    server = LocalServer(argv, env=env, log_path=workdir / "server.log").start()
     headers = {"Authorization": f"Bearer {KEY}"}
     stop, answers, failures, queue_full = threading.Event(), [0], [], [0]
     try:

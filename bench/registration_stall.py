@@ -1,7 +1,8 @@
 """Registration stall: another key's 1-image logits latency while one key registers the largest task the
 limits allow (1,000 classes x 100 templates = 100,000 texts), with text encoding in chunks
-(``--text-encode-chunk``, default 32) beside one call for all texts (a chunk of 100,000: the model held
-for the whole registration, as before issue 25), side by side in one run (one server at a time).
+(``--text-encode-chunk`` 8, the default, 16 and 32) beside one model call for all texts (a chunk of
+100,000: the model held for the text tower's whole run, as before issue 25, though tokenised outside it
+as now), side by side in one run (one server at a time).
 
 Each server: a real ``blackvip-server`` subprocess (``--model``, default toy-digits, its shipped weights;
 SQLite ledger in a temp dir; keys ``big`` and ``small``). ``small`` sends 1-image logits one after the
@@ -38,8 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="toy-digits")
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--templates", type=int, default=100)
-    parser.add_argument("--idle", type=int, default=300, help="logits calls before the registration")
-    parser.add_argument("--chunks", type=int, nargs="+", default=[32, 100_000], help="--text-encode-chunk")
+    parser.add_argument("--idle", type=int, default=1000, help="logits calls before the registration")
+    parser.add_argument("--chunks", type=int, nargs="+", default=[8, 16, 32, 100_000])
     parser.add_argument("--out", type=Path)
     return parser.parse_args(argv)
 

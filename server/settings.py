@@ -20,6 +20,7 @@ from server.ledger.db import LedgerUnavailableError, check_ledger_target, is_pos
 from shared.protocol import ConnectionLimits, TaskLimits
 
 __all__ = [
+    "REQUEST_OVERHEAD_BYTES",
     "ServerSettings",
     "SettingsError",
     "hash_api_key",
@@ -30,6 +31,10 @@ __all__ = [
 ]
 
 ENV_PREFIX = "BLACKVIP_"
+# What a request in flight holds in memory besides its body (connection buffers, parsing, threads): the
+# memory budget reserves it with each body. Measured: 16 concurrent 64 MiB uploads under a 256 MiB budget
+# of bodies alone grew the server's RSS by 259 MiB, 0.75 MiB a request (bench/results/upload_memory.md).
+REQUEST_OVERHEAD_BYTES = 2**20
 
 
 class SettingsError(ValueError):
@@ -65,7 +70,7 @@ class ServerSettings(BaseModel):
     max_task_store_bytes_per_key: int = Field(16 * 2**20, ge=1024)  # names + templates of a key's tasks
     text_cache_mb: float = Field(256.0, gt=0.0)  # cached class embeddings; evicted ones are recomputed
     # Text encoding runs this many texts per model call; image forwards waiting go first between calls.
-    text_encode_chunk: int = Field(32, ge=1)
+    text_encode_chunk: int = Field(8, ge=1)
     # Serving: one forward runs at most max_forward_batch images. The dynamic batcher (on unless
     # --no-batcher) merges queued requests into such forwards; batch_padding "fixed" pads every forward
     # to max_forward_batch rows, so a row's result never depends on what it was batched with.
@@ -133,10 +138,11 @@ class ServerSettings(BaseModel):
     @model_validator(mode="after")
     def _budget_holds_one_request(self) -> ServerSettings:
         largest = max(self.max_request_bytes, self.max_task_bytes)
-        if self.memory_budget_mb * 2**20 < largest:
+        if self.memory_budget_mb * 2**20 < largest + REQUEST_OVERHEAD_BYTES:
             raise SettingsError(
                 f"--memory-budget-mb {self.memory_budget_mb:g} cannot hold one request of "
-                f"{largest} bytes (--max-request-bytes/--max-task-bytes): raise it or lower those"
+                f"{largest} bytes (--max-request-bytes/--max-task-bytes) and its "
+                f"{REQUEST_OVERHEAD_BYTES // 2**20} MiB of working memory: raise it or lower those"
             )
         return self
 

@@ -45,7 +45,7 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def unpack(payload: bytes) -> Any:
+def unpack(payload: bytes | bytearray) -> Any:
     """Parse one msgpack object; anything malformed raises :class:`CodecError`."""
     try:
         return msgpack.unpackb(payload, raw=False, strict_map_key=True, **_UNPACK_LIMITS)

@@ -3,7 +3,8 @@
 A body is read whole into memory before it is parsed, so N uploads open at once hold up to N times
 the largest request; per-key upload slots bound one key, not all keys together. Before the app sees a
 request that carries a body, this middleware reserves what that body may take -- its Content-Length,
-or the route's limit when the length is not declared (chunked) or is larger -- and gives it back when
+or the route's limit when the length is not declared (chunked) or is larger -- plus the working memory
+of a request in flight (``REQUEST_OVERHEAD_BYTES``, measured), and gives it back when
 the request has been answered. A request the budget cannot hold is answered 503 ``server_busy`` with
 ``Retry-After`` and ``Connection: close`` before a byte of its body is read (a client that sent
 ``Expect: 100-continue`` sends none). Reserving and releasing happen on the event loop: no lock.
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import bounded_body, retry_after_value
+from server.settings import REQUEST_OVERHEAD_BYTES
 from shared.protocol import ErrorCode, Routes
 
 __all__ = ["BUSY_RETRY_AFTER_S", "MemoryBudget", "RequestBudget", "body_reservation", "task_or_batch_limit"]
@@ -49,12 +51,17 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def body_reservation(scope: Scope, route_limit: int) -> int:
-    """The bytes the request's body may hold in memory: 0 for a request without a body."""
+    """The bytes the request may hold in memory, its body and ``REQUEST_OVERHEAD_BYTES``: 0 for a
+    request without a body."""
     declared = _header(scope, b"content-length")
     if declared is not None:
         # a bad or oversized length is refused by read_body before anything is read: the limit holds it
-        return min(int(declared), route_limit) if declared.isdigit() else route_limit
-    return route_limit if _header(scope, b"transfer-encoding") is not None else 0
+        body = min(int(declared), route_limit) if declared.isdigit() else route_limit
+    elif _header(scope, b"transfer-encoding") is not None:
+        body = route_limit
+    else:
+        return 0
+    return body + REQUEST_OVERHEAD_BYTES
 
 
 class RequestBudget:

@@ -19,7 +19,7 @@ __all__ = ["check_images", "check_labels", "parse_json", "parse_msgpack", "valid
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def parse_msgpack(body: bytes, model: type[ModelT]) -> ModelT:
+def parse_msgpack(body: bytes | bytearray, model: type[ModelT]) -> ModelT:
     try:
         obj = unpack(body)
     except CodecError as exc:
@@ -32,7 +32,7 @@ def parse_msgpack(body: bytes, model: type[ModelT]) -> ModelT:
         raise validation_error(exc) from None
 
 
-def parse_json(body: bytes, model: type[ModelT]) -> ModelT:
+def parse_json(body: bytes | bytearray, model: type[ModelT]) -> ModelT:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.api.body import read_body
+from server.api.info import info_response
 from server.api.inputs import check_images, check_labels, parse_json, parse_msgpack
 from server.api.openapi import msgpack_answer, msgpack_body
 from server.api.rate_limit import rate_limited
@@ -25,10 +26,8 @@ from server.ledger import Ledger, StoredTask
 from server.serving.idempotency import Charge, Served, body_hash
 from server.serving.service import QueryService
 from server.serving.tasks import check_task
-from shared.codec import ACCEPTED_IMAGE_DTYPES, OUTPUT_DTYPE
 from shared.protocol import (
     MSGPACK_CONTENT_TYPE,
-    PROTOCOL_VERSION,
     REPLAYED_HEADER,
     REQUEST_ID_HEADER,
     Endpoint,
@@ -37,11 +36,9 @@ from shared.protocol import (
     InfoResponse,
     LogitsRequest,
     LogitsResponse,
-    LossKind,
     LossRequest,
     LossResponse,
     Routes,
-    ServingInfo,
     TaskRequest,
     TaskResponse,
     UsagePeriodName,
@@ -133,12 +130,16 @@ def served_response(served: Served) -> Response:
     return Response(served.answer.content, media_type=served.answer.media_type, headers=headers)
 
 
-def _charge(request: Request, key_id: str, endpoint: Endpoint, rid: str | None, body: bytes) -> Charge:
+def _charge(
+    request: Request, key_id: str, endpoint: Endpoint, rid: str | None, body: bytes | bytearray
+) -> Charge:
     digest = body_hash(request.method, request.url.path, body)
     return Charge(key_id, endpoint, rid, len(body), digest)
 
 
-async def _body(request: Request, state: AppState, key_id: str, content_type: str, limit: int) -> bytes:
+async def _body(
+    request: Request, state: AppState, key_id: str, content_type: str, limit: int
+) -> bytes | bytearray:
     timeout_s = state.settings.body_timeout_s
     return await read_body(request, content_type, limit, key_id, state.uploads, timeout_s)
 
@@ -150,7 +151,7 @@ async def _read_batch(
     key_id: str,
     task_id: str,
     model: type[BatchRequest],
-) -> tuple[StoredTask, bytes, BatchRequest, np.ndarray]:
+) -> tuple[StoredTask, bytes | bytearray, BatchRequest, np.ndarray]:
     """The task, the body, the parsed request and its checked images (N, 3, S, S)."""
     task = await run_in_threadpool(service.get_task, key_id, task_id)
     body = await _body(request, state, key_id, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
@@ -182,40 +183,7 @@ async def health(state: State) -> JSONResponse:
 
 @router.get(Routes.INFO, responses=error_responses(*_KEYED))
 async def info(state: State, service: Service) -> InfoResponse:
-    settings, backend = state.settings, service.backend
-    return InfoResponse(
-        protocol_version=PROTOCOL_VERSION,
-        model=settings.model,
-        pretrained=settings.weights_label,
-        image_size=backend.image_size,
-        mean=backend.mean,
-        std=backend.std,
-        accepted_dtypes=list(ACCEPTED_IMAGE_DTYPES),
-        output_dtype=OUTPUT_DTYPE,
-        losses=[kind.value for kind in LossKind],
-        max_batch_images=settings.max_batch_images,
-        max_request_bytes=settings.max_request_bytes,
-        price_per_1k_images=settings.price_per_1k_images,
-        price_per_1k_texts=settings.price_per_1k_texts,
-        quota_images=settings.quota_images,
-        auth_required=state.keyring.auth_required,
-        task_limits=settings.task_limits,
-        idempotency_window_s=settings.idempotency_window_s,
-        replay_ttl_s=settings.replay_ttl,
-        serving=ServingInfo(
-            device=str(backend.device),
-            precision=backend.precision,
-            channels_last=backend.channels_last,
-            warmup_s=round(backend.warmup_s, 4),
-            batcher=service.batcher is not None,
-            max_forward_batch=settings.max_forward_batch,
-            max_queue_delay_ms=settings.max_queue_delay_ms,
-            max_queue_images=settings.max_queue_images,
-            batch_padding=settings.batch_padding,
-            forward_shapes=list(service.forward_shapes) if service.forward_shapes else None,
-        ),
-        connections=settings.connection_limits,
-    )
+    return info_response(state, service)
 
 
 _TASK_BODY = {

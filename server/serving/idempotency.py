@@ -61,7 +61,7 @@ class Served:
     replayed: bool
 
 
-def body_hash(method: str, path: str, body: bytes) -> str:
+def body_hash(method: str, path: str, body: bytes | bytearray) -> str:
     """What makes two requests under one id "the same": method, path (with the task id) and body."""
     digest = hashlib.sha256(f"{method} {path}\n".encode())
     digest.update(body)

@@ -146,3 +146,12 @@ def test_published_on_stands_for_the_bind_address_only_inside_a_container() -> N
         parse_args(["--random-init", "--host", "127.0.0.1", "--published-on", "10.0.0.5"], env={})
     assert parse_args([*bare, "--api-keys", "k"], env={}).host == "0.0.0.0"  # keyed: anywhere
     assert parse_args([*bare, "--allow-open"], env={}).allow_open
+
+
+def test_a_memory_budget_that_cannot_hold_one_request_is_refused() -> None:
+    argv = ["--random-init", "--max-request-bytes", str(8 * 2**20)]
+    with pytest.raises(SettingsError, match="--memory-budget-mb 8 cannot hold one request of 8388608 bytes"):
+        parse_args([*argv, "--memory-budget-mb", "8"], env={})  # the body fits; its working memory does not
+    assert parse_args([*argv, "--memory-budget-mb", "9"], env={}).memory_budget_mb == 9
+    info = parse_args(["--random-init"], env={}).connection_limits
+    assert (info.max_connections, info.max_uploads_per_key, info.memory_budget_mb) == (1024, 4, 512)

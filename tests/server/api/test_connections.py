@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from server import create_app, parse_args
 from server.api.connections import uvicorn_options
 from server.api.state import AppState
+from server.settings import REQUEST_OVERHEAD_BYTES
 from shared.codec import pack
 from shared.protocol import MSGPACK_CONTENT_TYPE, Routes, UsageResponse, WireTensor
 from tests.helpers import KEYS, random_images, served_in_thread, tiny_argv
@@ -191,15 +192,15 @@ def test_a_keys_upload_beyond_its_slots_is_429_while_another_key_goes_on(tmp_pat
 
 
 def test_a_body_over_the_memory_budget_is_503_before_it_is_read(tmp_path: Path) -> None:
-    budget = ["--max-request-bytes", "262144", "--max-task-bytes", "4096", "--memory-budget-mb", "0.5"]
+    budget = ["--max-request-bytes", "262144", "--max-task-bytes", "4096", "--memory-budget-mb", "2.5"]
     with serving(tmp_path, *budget) as (port, state):
         task_id = register_task(port, KEYS[0])
-        body = logits_body(64)  # about 197 kB: two fit in 0.5 MiB, three do not
+        body = logits_body(64)  # about 197 kB, 1.19 MiB with a request's working memory: two fit in 2.5 MiB
         path = Routes.LOGITS.format(task_id=task_id)
         with connect(port) as first, connect(port) as second:
             for sock in (first, second):
                 sock.sendall(head("POST", path, KEYS[0], body) + body[:10])
-            wait_for(lambda: state.memory.reserved == 2 * len(body))
+            wait_for(lambda: state.memory.reserved == 2 * (len(body) + REQUEST_OVERHEAD_BYTES))
             with connect(port) as third:
                 third.sendall(head("POST", path, KEYS[1], body))  # the head only: no byte of the body
                 status, headers, answer = read_response(third)
