@@ -5,7 +5,8 @@ compared with what the client job says it spent.
 1. ``docker-compose up``: the server healthy; the compose client job (``--profile jobs``: its own command,
    the offline demo, with ``BLACKVIP_STEPS`` = ``--steps``) exits 0; its results table, plot and summaries
    are in the ``results`` volume; the server's ``/v1/usage`` for the job's key equals the job's own meter
-   (requests, images, cost) summed over its summaries; the monitoring profile's Prometheus has the server as
+   (requests, images, cost) summed over its summaries, the cost plus the texts of its task registrations
+   (the summaries' cost is its images'); the monitoring profile's Prometheus has the server as
    a target, up, and its query of ``blackvip_images_charged_total`` returns the charged images.
 2. The scale file: 3 replicas on PostgreSQL behind nginx, Prometheus up on all 3; a job (3 x ``--steps``)
    through the balancer; ``docker kill`` of one replica once the job has been charged for a while; the job
@@ -154,11 +155,13 @@ def job_spend(files: tuple[str, ...], env: dict[str, str], workdir: str) -> dict
 def compare(usage: dict[str, Any], spend: dict[str, float], where: str) -> None:
     total = usage["total"]
     charged = {"requests": total["requests"], "images": total["images"], "cost": total["cost"]}
-    log(f"{where}: ledger {charged} / client meter {spend}")
+    # the registrations' texts are charged by the server and not in a run's summary (images only)
+    texts_cost = total["texts"] * usage.get("price_per_1k_texts", 0.0) / 1000.0
+    log(f"{where}: ledger {charged} ({total['texts']} texts) / client meter {spend}")
     if charged["requests"] != spend["requests"] or charged["images"] != spend["images"]:
         raise SystemExit(f"{where}: the ledger's counts differ from the client's meter")
-    if abs(charged["cost"] - spend["cost"]) > 1e-6 * max(1.0, spend["cost"]):
-        raise SystemExit(f"{where}: the ledger's cost differs from the client's meter")
+    if abs(charged["cost"] - texts_cost - spend["cost"]) > 1e-6 * max(1.0, spend["cost"]):
+        raise SystemExit(f"{where}: the ledger's cost differs from the client's meter and its texts")
 
 
 def prometheus_targets(up: int) -> Callable[[], list[dict] | None]:
