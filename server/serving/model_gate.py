@@ -19,8 +19,8 @@ IMAGE_TURNS = 8  # image calls that may overtake one waiting text chunk
 
 
 class ModelGate:
-    """``with gate:`` (or ``gate.image()``) holds the model for an image forward; ``gate.text()`` for
-    one chunk of text encoding. Not re-entrant: a holder never asks again."""
+    """``with gate.image():`` holds the model for an image forward, ``with gate.text():`` for one chunk
+    of text encoding. Not re-entrant: a holder never asks again."""
 
     def __init__(self) -> None:
         self._state = threading.Condition()
@@ -44,12 +44,6 @@ class ModelGate:
             yield
         finally:
             self._release()
-
-    def __enter__(self) -> None:
-        self._acquire_image()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._release()
 
     def _acquire_image(self) -> None:
         with self._state:

@@ -17,7 +17,14 @@ import httpx
 import pytest
 
 from shared.protocol import MSGPACK_CONTENT_TYPE, Routes
-from tests.e2e.test_adversarial import KEY_HEADERS, Book, World, send, valid_traffic
+from tests.e2e.test_adversarial import (
+    KEY_HEADERS,
+    Book,
+    World,
+    assert_healthy_and_charged_as_answered,
+    send,
+    valid_traffic,
+)
 from tests.helpers import KEYS, ServerProcess, tiny_argv
 
 HEAD_TIMEOUT_S, BODY_TIMEOUT_S, UPLOAD_SLOTS = 1.0, 2.0, 4
@@ -180,13 +187,7 @@ def test_held_resources_leave_no_5xx_no_drops_and_exact_counts(world) -> None:
     assert slow == [408] * UPLOAD_SLOTS + [429] * (2 * UPLOAD_SLOTS), slow
     book = world.book
     assert not [status for (_, status) in book.statuses if status >= 500], book.statuses
-    assert world.http.get(Routes.HEALTH).json()["status"] == "ok"
-    for key, headers in KEY_HEADERS.items():
-        usage = world.http.get(Routes.USAGE, headers=headers).json()
-        assert usage["total"]["images"] == book.images[key], (key, usage["total"], book.images[key])
-        for endpoint in ("tasks", "logits", "loss"):
-            served = usage["by_endpoint"].get(endpoint, {"requests": 0})["requests"]
-            assert served == book.requests[(key, endpoint)], (key, endpoint, served)
+    assert_healthy_and_charged_as_answered(world)
     mallory = world.http.get(Routes.USAGE, headers={"Authorization": f"Bearer {MALLORY}"}).json()
     assert mallory["total"]["requests"] == 1  # its registration: slow bodies are never charged
     assert "Traceback" not in server.log_tail(20_000)

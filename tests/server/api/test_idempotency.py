@@ -127,7 +127,7 @@ def test_one_id_on_every_request_gets_one_answer_not_free_forwards(api: TestClie
 def test_a_duplicate_while_the_first_runs_is_409(api: TestClient) -> None:
     task_id = task(api)
     results: list = []
-    with backend(api).gate:  # the first request holds its claim while it waits for the model
+    with backend(api).gate.image():  # the first request holds its claim while it waits for the model
         first = threading.Thread(target=lambda: results.append(logits(api, task_id, "slow")))
         first.start()
         deadline = time.monotonic() + 10
@@ -147,7 +147,7 @@ def test_quota_is_atomic_with_the_charge_under_concurrency(api: TestClient) -> N
     task_id = task(api)
     assert logits(api, task_id, None, n=16).status_code == 200  # 16 of 40 used
     statuses: list[int] = []
-    with backend(api).gate:  # let all eight pass the early check before any is charged
+    with backend(api).gate.image():  # let all eight pass the early check before any is charged
         threads = [
             threading.Thread(
                 target=lambda s=seed: statuses.append(logits(api, task_id, None, s, 8).status_code)

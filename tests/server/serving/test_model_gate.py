@@ -77,7 +77,7 @@ def test_texts_are_tokenised_outside_the_gate_and_encoded_in_chunks(tmp_path) ->
     backend.tokenizer = counting_tokenizer
     names, templates = [f"class {i}" for i in range(500)], ["{}", "a {}", "the {}", "one {}"]
     encoded: list[torch.Tensor] = []
-    with backend.gate:  # the model is busy: the first chunk is tokenised all the same
+    with backend.gate.image():  # the model is busy: the first chunk is tokenised all the same
         worker = start(lambda: encoded.append(backend.encode_texts(names, templates)))
         wait_until(lambda: len(calls) == 1, "the first chunk's tokens")
     wait_until(lambda: len(calls) >= 10, "text chunks to run")

@@ -109,7 +109,7 @@ def test_tasks_differ_within_one_forward_and_sharing_changes_no_bit(servers) -> 
     alone = {name: logits_of(post_logits(api, tasks[name], images[name])) for name in tasks}
     batcher = api.app.state.blackvip.service.batcher
     taken = batcher.images_taken
-    with backend.gate:  # a first request waits in the worker's forward while both others queue
+    with backend.gate.image():  # a first request waits in the worker's forward while both others queue
         held = start_thread(lambda: post_logits(api, tasks["two"], random_images(1, "uint8")))
         wait_until(lambda: batcher.images_taken == taken + 1)
         before, results = batcher.forwards, {}
@@ -161,7 +161,7 @@ def test_a_full_queue_is_a_503_with_retry_after_and_charges_nothing(tmp_path: Pa
             call.start()
             return call
 
-        with service.backend.gate:  # the first request waits in the worker's forward, the second queued
+        with service.backend.gate.image():  # the first waits in the worker's forward, the second queued
             first = send("first")
             wait_until(lambda: batcher.images_taken == 4)
             second = send("second")
