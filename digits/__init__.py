@@ -2,7 +2,7 @@
 each split once into a pretraining part and a held-out part, digits rendered with Pillow's font, and the
 seed's synthetic tasks built from the held-out digits (centred, Loc, Biased)."""
 
-__all__ = ["SOURCES", "TASK_NAMES", "SourceUnavailableError"]
+__all__ = ["BIASED_MNIST_PRESETS", "SOURCES", "TASK_NAMES", "SourceUnavailableError"]
 
 # Names only (no imports), so command-line parsers can list them without Pillow or torch.
 SOURCES = ("sklearn", "mnist")
@@ -18,6 +18,10 @@ TASK_NAMES = (
     "biased-mnist-digits-08",
     "biased-mnist-digits-09",
 )
+
+# The seed's two Biased MNIST settings, (train and val rho, test rho): scripts/blackvip/synthetic_bm_easy.sh
+# and synthetic_bm_hard.sh; the names are the training presets' (client/training/presets.toml).
+BIASED_MNIST_PRESETS = {"biased_mnist_08": (0.8, 0.2), "biased_mnist_09": (0.9, 0.1)}
 
 
 class SourceUnavailableError(RuntimeError):

