@@ -46,6 +46,7 @@ from shared.protocol import (
     LossKind,
     LossRequest,
     LossResponse,
+    RequestPrecision,
     Routes,
     TaskRequest,
     TaskResponse,
@@ -132,10 +133,15 @@ class BlackVIPClient:
     def get_task(self, task_id: str) -> TaskResponse:
         return _parse_json(self._send("GET", Routes.TASK.format(task_id=task_id)), TaskResponse)
 
-    def logits(self, task_id: str, images: np.ndarray) -> np.ndarray:
-        """Logits (N, C) float32 for images (N, 3, H, W): float32/float16 in [0, 1] or uint8."""
+    def logits(
+        self, task_id: str, images: np.ndarray, precision: RequestPrecision | str | None = None
+    ) -> np.ndarray:
+        """Logits (N, C) float32 for images (N, 3, H, W): float32/float16 in [0, 1] or uint8.
+        ``precision`` "fp32" asks float32 forwards of a server that serves at fp16/bf16 (evaluation);
+        None or "serving" sends no field, so a server older than protocol 1.5 accepts the request."""
         images = np.asarray(images)
-        body = pack(_build(LogitsRequest, images=WireTensor.from_numpy(images)).model_dump())
+        request = _build(LogitsRequest, images=WireTensor.from_numpy(images), **_precision(precision))
+        body = pack(_dump(request))
         path = Routes.LOGITS.format(task_id=task_id)
         response = self._charged(Endpoint.LOGITS, path, body, MSGPACK_CONTENT_TYPE, images=len(images))
         return _decode(response, LogitsResponse, _parse_msgpack(response, LogitsResponse).logits)
@@ -147,8 +153,10 @@ class BlackVIPClient:
         labels: np.ndarray | list[int],
         loss: LossKind | str = LossKind.CROSS_ENTROPY,
         focal_gamma: float = 2.0,
+        precision: RequestPrecision | str | None = None,
     ) -> LossResult:
-        """Per-image loss (N,) and whether each image was classified correctly."""
+        """Per-image loss (N,) and whether each image was classified correctly (``precision``: as
+        ``logits``)."""
         images = np.asarray(images)
         request = _build(
             LossRequest,
@@ -156,11 +164,10 @@ class BlackVIPClient:
             labels=[int(label) for label in np.asarray(labels).reshape(-1)],
             loss=LossKind(loss),
             focal_gamma=float(focal_gamma),
+            **_precision(precision),
         )
         path = Routes.LOSS.format(task_id=task_id)
-        response = self._charged(
-            Endpoint.LOSS, path, pack(request.model_dump()), MSGPACK_CONTENT_TYPE, len(images)
-        )
+        response = self._charged(Endpoint.LOSS, path, pack(_dump(request)), MSGPACK_CONTENT_TYPE, len(images))
         parsed = _parse_msgpack(response, LossResponse)
         return LossResult(
             losses=_decode(response, LossResponse, parsed.losses),
@@ -267,3 +274,15 @@ def _decode(response: httpx.Response, model: type[BaseModel], wire: WireTensor) 
 
 def _not_a(response: httpx.Response, model: type[BaseModel], exc: Exception) -> ProtocolError:
     return ProtocolError(f"{response.request.url.path}: response is not a {model.__name__}: {exc}")
+
+
+def _precision(precision: RequestPrecision | str | None) -> dict[str, RequestPrecision]:
+    return {} if precision is None else {"precision": RequestPrecision(precision)}
+
+
+def _dump(request: LogitsRequest | LossRequest) -> dict[str, Any]:
+    """The request's fields, without ``precision`` when it is the default "serving": servers older
+    than protocol 1.5 refuse unknown fields, and the body of a default request stays as it was."""
+    if request.precision == RequestPrecision.SERVING:
+        return request.model_dump(exclude={"precision"})
+    return request.model_dump()

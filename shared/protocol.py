@@ -35,6 +35,7 @@ __all__ = [
     "LossRequest",
     "LossResponse",
     "REPLAYED_HEADER",
+    "RequestPrecision",
     "Routes",
     "ServingInfo",
     "TaskLimits",
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 # Major.minor: a client refuses a server whose major differs.
-PROTOCOL_VERSION = "1.4"
+PROTOCOL_VERSION = "1.5"
 MSGPACK_CONTENT_TYPE = "application/msgpack"
 # An idempotency key, scoped to the API key: a retry with the same id and body replays the stored
 # answer (no model call, no second charge); the same id with another body is refused.
@@ -250,6 +251,9 @@ class ServingInfo(_Model):
     max_queue_images: int
     batch_padding: str  # fixed: forwards padded to forward_shapes, so results never depend on batching
     forward_shapes: list[int] | None  # the sizes forwards are padded to; None without padding
+    # What a logits/loss request's ``precision`` may ask (RequestPrecision); absent from servers older
+    # than protocol 1.5, which take no such field. On CPU ``precision`` is fp32 and both are fp32.
+    request_precisions: list[str] | None = None
 
 
 class TaskRequest(_Model):
@@ -293,8 +297,24 @@ class LossKind(StrEnum):
 _IMAGES = "(N, 3, S, S) at the image_size S of /v1/info, in [0, 1] (uint8: value/255)"
 
 
+class RequestPrecision(StrEnum):
+    """The numeric path of one request's forwards. The seed trains under CUDA autocast (fp16) and
+    tests in fp32: a server started with ``--precision fp16`` serves training at fp16, and evaluation
+    asks ``fp32``. Requests of different precisions never share a forward."""
+
+    SERVING = "serving"  # the server's --precision (ServingInfo.precision)
+    FP32 = "fp32"  # float32 forwards whatever the server's --precision
+
+
+_PRECISION = Field(
+    RequestPrecision.SERVING,
+    description="serving: the server's --precision; fp32: float32 forwards (evaluation). Protocol 1.5+",
+)
+
+
 class LogitsRequest(_Model):
     images: WireTensor = Field(description=_IMAGES)
+    precision: RequestPrecision = _PRECISION
 
 
 class LogitsResponse(_Model):
@@ -308,6 +328,7 @@ class LossRequest(_Model):
     )
     loss: LossKind = LossKind.CROSS_ENTROPY
     focal_gamma: Annotated[float, Field(ge=0.0, le=10.0, description="gamma of loss=focal")] = 2.0
+    precision: RequestPrecision = _PRECISION
 
 
 class LossResponse(_Model):

@@ -19,9 +19,17 @@ from client.training.pipeline import ordered_map
 from client.training.plan import images_per_request
 from client.training.prompters import Prompter
 from client.training.zo import Evaluation, LossOracle
-from shared.protocol import InfoResponse, LossKind
+from shared.protocol import InfoResponse, LossKind, RequestPrecision
 
-__all__ = ["RemoteLoss", "to_wire"]
+__all__ = ["RemoteLoss", "evaluation_precision", "to_wire"]
+
+
+def evaluation_precision(info: InfoResponse) -> RequestPrecision | None:
+    """fp32 where the server takes the field (protocol 1.5+): the seed trains under autocast and tests
+    in fp32, so a server started with ``--precision fp16`` trains at fp16 and evaluates at fp32. None
+    (the serving precision) for an older server."""
+    accepted = info.serving.request_precisions if info.serving is not None else None
+    return RequestPrecision.FP32 if accepted and RequestPrecision.FP32.value in accepted else None
 
 
 def to_wire(pixels: torch.Tensor, dtype: str) -> np.ndarray:
@@ -48,6 +56,7 @@ class RemoteLoss:
             info.image_size, wire_dtype, info.max_batch_images, info.max_request_bytes
         )
         self.in_flight = in_flight
+        self.eval_precision = evaluation_precision(info)  # for ``logits`` (evaluation) only
         self._pool = ThreadPoolExecutor(in_flight, "oracle") if in_flight > 1 else None
 
     def close(self) -> None:
@@ -76,10 +85,13 @@ class RemoteLoss:
         return evaluate
 
     def logits(self, images: torch.Tensor) -> np.ndarray:
-        """Logits (N, C) for any number of images, split to fit the limits (evaluation only)."""
+        """Logits (N, C) for any number of images, split to fit the limits (evaluation only: asked at
+        ``eval_precision``, fp32 where the server offers it; training losses stay at its --precision)."""
         chunks = [
             self.api.logits(
-                self.task_id, to_wire(images[start : start + self.images_per_request], self.wire_dtype)
+                self.task_id,
+                to_wire(images[start : start + self.images_per_request], self.wire_dtype),
+                self.eval_precision,
             )
             for start in range(0, len(images), self.images_per_request)
         ]

@@ -5,7 +5,7 @@ in [0, 1] pixel space (what the server accepts).
   to the normalised image of [0, 1], map back to pixels.
 - :class:`PaddingPrompt` (VP): a learnable frame of width 30 at 224 px (scaled to the input size),
   added in normalised space. The seed does not clip it; a black-box server only takes valid images,
-  so the result is clamped to [0, 1] here.
+  so the result is clamped to [0, 1] here (docs/reproducing.md, "Known deviations", measures it).
 - :class:`BarProgram` (BAR): the image, read at 194/224 of the frame (as the seed's INPUT.SIZE 194),
   centred in the frame, the frame outside it filled with sigmoid(W).
 - :class:`NoPrompt`: zero-shot.
@@ -114,10 +114,15 @@ class PaddingPrompt(Prompter):
         self.register_buffer("centre", torch.zeros(1, 3, inner, inner))
         self.space = space
 
-    def apply(self, pixels: torch.Tensor, prepared: object) -> torch.Tensor:
+    def frame(self) -> torch.Tensor:
+        """The prompt (1, 3, S, S) in normalised space: the pads around a zero centre."""
         middle = torch.cat([self.pad_left, self.centre, self.pad_right], dim=3)
-        prompt = torch.cat([self.pad_up, middle, self.pad_down], dim=2)  # (1, 3, S, S)
-        return self.space.to_pixels(self.space.normalise(pixels) + prompt)
+        return torch.cat([self.pad_up, middle, self.pad_down], dim=2)
+
+    def apply(self, pixels: torch.Tensor, prepared: object) -> torch.Tensor:
+        # to_pixels clamps to [0, 1]: the one deviation from the seed (docs/reproducing.md, "Known
+        # deviations"); bench/vp_inprocess.py measures it against the seed's unclamped pads.
+        return self.space.to_pixels(self.space.normalise(pixels) + self.frame())
 
 
 class BarProgram(Prompter):

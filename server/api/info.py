@@ -6,7 +6,7 @@ from __future__ import annotations
 from server.api.state import AppState
 from server.serving.service import QueryService
 from shared.codec import ACCEPTED_IMAGE_DTYPES, OUTPUT_DTYPE
-from shared.protocol import PROTOCOL_VERSION, InfoResponse, LossKind, ServingInfo
+from shared.protocol import PROTOCOL_VERSION, InfoResponse, LossKind, RequestPrecision, ServingInfo
 
 __all__ = ["info_response"]
 
@@ -43,6 +43,7 @@ def info_response(state: AppState, service: QueryService) -> InfoResponse:
             max_queue_images=settings.max_queue_images,
             batch_padding=settings.batch_padding,
             forward_shapes=list(service.forward_shapes) if service.forward_shapes else None,
+            request_precisions=[precision.value for precision in RequestPrecision],
         ),
         connections=settings.connection_limits,
     )

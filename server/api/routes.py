@@ -234,9 +234,9 @@ def get_task(task_id: str, service: Service, key_id: KeyId) -> TaskResponse:
 async def logits(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
-    task, body, _, images = await _read_batch(request, state, service, key_id, task_id, LogitsRequest)
+    task, body, parsed, images = await _read_batch(request, state, service, key_id, task_id, LogitsRequest)
     charge = _charge(request, key_id, Endpoint.LOGITS, rid, body)
-    work = partial(service.logits, task, images, key_id)
+    work = partial(service.logits, task, images, key_id, parsed.precision.value)
     served = await run_in_threadpool(service.idempotency.serve, charge, work)
     return served_response(served)
 
@@ -256,7 +256,8 @@ async def loss(
     task, body, parsed, images = await _read_batch(request, state, service, key_id, task_id, LossRequest)
     labels = check_labels(parsed.labels, len(images), len(task.class_names))
     charge = _charge(request, key_id, Endpoint.LOSS, rid, body)
-    work = partial(service.loss, task, images, labels, parsed.loss.value, parsed.focal_gamma, key_id)
+    kind, gamma, precision = parsed.loss.value, parsed.focal_gamma, parsed.precision.value
+    work = partial(service.loss, task, images, labels, kind, gamma, key_id, precision)
     served = await run_in_threadpool(service.idempotency.serve, charge, work)
     return served_response(served)
 

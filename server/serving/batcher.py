@@ -21,6 +21,10 @@ a row change in the last bits with the forward's size (measured: a batch of 1 di
 4), but not with its position or its neighbours at a fixed size. One fixed shape therefore makes every
 result independent of which other requests shared its batch; several shapes do too when they give a
 row the same bits, which :func:`same_rows_at` checks on the real model before they are used.
+
+Lanes: a request may ask for another numeric path (``lanes``, e.g. "fp32" evaluation forwards on a
+server that trains at fp16). A forward never mixes lanes: it takes the oldest request's lane and, in
+queue order, only requests of that lane; the others keep their places for the next forward.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +63,7 @@ class _Job:
     """One request: its images, how many rows went to forwards, and its answer as it fills."""
 
     images: np.ndarray
+    lane: str | None = None  # None: ``forward``; else the key of ``lanes``
     taken: int = 0  # rows handed to forwards (changed under the batcher's lock)
     done: int = 0  # rows answered (changed by the worker only)
     passes: int = 0  # forwards this request's rows took part in
@@ -81,15 +86,18 @@ class DynamicBatcher:
         name: str = "batcher",
         callers: Callable[[], int] | None = None,
         observe: ForwardObserver | None = None,
+        lanes: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     ) -> None:
         """``forward`` maps float32 pixels (B, 3, S, S) in [0, 1] (a buffer it may overwrite) to
         features (B, D); ``shapes`` None runs each batch as one forward of its own size.
         ``callers`` counts the requests now being served (queued or not): when every one of them is
         already queued, nobody can join the batch and the worker does not wait ``max_delay_s``.
-        ``observe`` hears of every batch that went through the encoder."""
+        ``observe`` hears of every batch that went through the encoder. ``lanes`` are the other
+        forwards a request may name (same contract as ``forward``); no forward mixes two lanes."""
         self.forward, self.max_batch, self.max_delay_s = forward, max_batch, max_delay_s
         self.max_queue_images, self.callers, self.observe = max_queue_images, callers, observe
         self.shapes = tuple(sorted(shapes)) if shapes else None
+        self.lanes = dict(lanes or {})
         self._queue: deque[_Job] = deque()
         self._queued_images = 0
         self._closing = False
@@ -104,10 +112,13 @@ class DynamicBatcher:
         """Images waiting for a forward: the queue depth."""
         return self._queued_images
 
-    def submit(self, images: np.ndarray) -> tuple[torch.Tensor, int]:
+    def submit(self, images: np.ndarray, lane: str | None = None) -> tuple[torch.Tensor, int]:
         """Features (N, D) for images (N, 3, S, S) (uint8, or float in [0, 1]) and the number of
-        forwards they took part in. Blocks until every row is answered."""
-        job = _Job(images)
+        forwards they took part in, through ``forward`` or the named lane. Blocks until every row is
+        answered."""
+        if lane is not None and lane not in self.lanes:
+            raise ValueError(f"no lane {lane!r} (lanes: {sorted(self.lanes)})")
+        job = _Job(images, lane)
         with self._cond:
             if self._closing:
                 raise BatcherClosedError("the server is shutting down")
@@ -153,10 +164,16 @@ class DynamicBatcher:
         return self.callers is None or self.callers() > len(self._queue)
 
     def _take(self) -> list[_Piece]:
+        """Rows for one forward, all of the oldest request's lane; other lanes keep their places."""
         pieces: list[_Piece] = []
-        room = self.max_batch
+        room, lane = self.max_batch, self._queue[0].lane
+        passed: deque[_Job] = deque()  # other lanes' requests, in their order, ahead of the rest
+        rests: list[_Job] = []
         while self._queue and room:
             job = self._queue.popleft()
+            if job.lane != lane:
+                passed.append(job)
+                continue
             rows = min(room, len(job.images) - job.taken)
             pieces.append((job, job.taken, rows))
             job.taken += rows
@@ -165,7 +182,10 @@ class DynamicBatcher:
             self._queued_images -= rows
             self.images_taken += rows
             if job.taken < len(job.images):
-                self._queue.append(job)  # the rest waits its turn behind those already queued
+                rests.append(job)  # the rest waits its turn behind those already queued
+        passed.extend(self._queue)
+        passed.extend(rests)
+        self._queue = passed
         return pieces
 
     def _forward(self, pieces: list[_Piece]) -> None:
@@ -179,7 +199,7 @@ class DynamicBatcher:
             offset += count
         started = time.perf_counter()
         try:
-            features = self._encode(pixels, plan)
+            features = self._encode(pixels, plan, pieces[0][0].lane)
         except BaseException as exc:  # every request in the forward gets the error, none hangs
             self._fail({job for job, _, _ in pieces}, exc)
             return
@@ -196,11 +216,12 @@ class DynamicBatcher:
             if job.done == len(job.images):
                 job.finished.set()
 
-    def _encode(self, pixels: torch.Tensor, plan: list[int]) -> torch.Tensor:
+    def _encode(self, pixels: torch.Tensor, plan: list[int], lane: str | None) -> torch.Tensor:
+        forward = self.forward if lane is None else self.lanes[lane]
         if len(plan) == 1:
-            return self.forward(pixels)
+            return forward(pixels)
         starts = np.cumsum([0, *plan[:-1]]).tolist()
-        return torch.cat([self.forward(pixels[a : a + size]) for a, size in zip(starts, plan, strict=True)])
+        return torch.cat([forward(pixels[a : a + size]) for a, size in zip(starts, plan, strict=True)])
 
     def _fail(self, jobs: set[_Job], exc: BaseException) -> None:
         with self._cond:

@@ -3,7 +3,8 @@
 Knows nothing of HTTP. Every forward pass runs under ``torch.inference_mode()`` and through one
 ``ModelGate``, so a device serves one model call at a time whatever the number of request threads, and
 text encoding (in chunks) lets waiting image forwards go first. On CUDA, image
-forwards run under autocast at ``--precision`` with channels_last inputs; logits are always float32.
+forwards run under autocast at ``--precision`` with channels_last inputs, or in float32 for a request
+that asks ``precision: fp32`` (evaluation, as the seed tests in fp32); logits are always float32.
 """
 
 from __future__ import annotations
@@ -159,15 +160,24 @@ class ClipBackend:
         features = features.view(len(class_names), len(templates), -1).mean(dim=1)
         return F.normalize(features, dim=-1)
 
-    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+    def lane(self, precision: str) -> str | None:
+        """The forward lane of a request's precision (``RequestPrecision``'s value): None, the serving
+        path, when it asks "serving" or when serving is fp32 already (they share forwards then)."""
+        if precision not in ("serving", "fp32"):
+            raise ValueError(f"unknown request precision {precision!r}")
+        return None if precision == "serving" or self.precision == "fp32" else "fp32"
+
+    def image_features(self, pixels: torch.Tensor, lane: str | None = None) -> torch.Tensor:
         """Normalised image features (N, D) float32 on the CPU, for pixels (N, 3, S, S) float32 in
-        [0, 1] on the CPU. ``pixels`` is normalised in place: callers pass a buffer of their own."""
+        [0, 1] on the CPU, at the serving precision or at ``lane`` ("fp32": no autocast). ``pixels`` is
+        normalised in place: callers pass a buffer of their own."""
+        precision = self.precision if lane is None else lane
         with self.gate.image(), torch.inference_mode():
             self.image_calls += 1
             chunk = pixels.to(self.device, non_blocking=True).sub_(self._mean).div_(self._std)
             if self.channels_last:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
-            dtype = _AUTOCAST.get(self.precision)
+            dtype = _AUTOCAST.get(precision)
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                 features = self.model.encode_image(chunk)
             return F.normalize(features.float(), dim=-1).cpu()
@@ -183,9 +193,11 @@ class ClipBackend:
         images: np.ndarray,
         text_features: torch.Tensor,
         observe: Callable[[float, int, int], None] | None = None,
+        lane: str | None = None,
     ) -> ForwardResult:
         """Logits (N, C) for images (N, 3, H, W) in [0, 1] (or uint8), one forward per
-        ``forward_batch`` images of this request alone (the path without the batcher). ``observe``
+        ``forward_batch`` images of this request alone (the path without the batcher), at ``lane``'s
+        precision (``image_features``). ``observe``
         hears (seconds, images, padding 0) of each forward, as the batcher's observer does."""
         outputs = []
         for start in range(0, len(images), self.forward_batch):
@@ -193,7 +205,7 @@ class ClipBackend:
             pixels = torch.empty((len(piece), *piece.shape[1:]), dtype=torch.float32)
             fill_unit_pixels(pixels, piece)
             started = time.perf_counter()
-            outputs.append(self.image_features(pixels))
+            outputs.append(self.image_features(pixels, lane))
             if observe is not None:
                 observe(time.perf_counter() - started, len(piece), 0)
         logits = self.logits_from_features(torch.cat(outputs), text_features)

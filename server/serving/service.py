@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 
 import numpy as np
 import torch
@@ -54,6 +55,7 @@ class QueryService:
                 name=f"batcher-{backend.device}",
                 callers=lambda: self.idempotency.active,
                 observe=self.observe_forward,
+                lanes={"fp32": partial(backend.image_features, lane="fp32")},
             )
             if settings.batcher
             else None
@@ -111,30 +113,41 @@ class QueryService:
             raise APIError(ErrorCode.NOT_FOUND, f"no task {echo(task_id)} for this API key")
         return task
 
-    def logits(self, task: StoredTask, images: np.ndarray, key_id: str) -> Work:
-        logits, passes, texts = self._forward(task, images, key_id)
+    def logits(self, task: StoredTask, images: np.ndarray, key_id: str, precision: str = "serving") -> Work:
+        logits, passes, texts = self._forward(task, images, key_id, precision)
         answer = pack({"logits": wire_view(logits)})  # the fields of LogitsResponse
         return Work(Answer(answer, MSGPACK_CONTENT_TYPE), task.task_id, len(images), passes, texts)
 
     def loss(
-        self, task: StoredTask, images: np.ndarray, labels: np.ndarray, kind: str, gamma: float, key_id: str
+        self,
+        task: StoredTask,
+        images: np.ndarray,
+        labels: np.ndarray,
+        kind: str,
+        gamma: float,
+        key_id: str,
+        precision: str = "serving",
     ) -> Work:
-        logits, passes, texts = self._forward(task, images, key_id)
+        logits, passes, texts = self._forward(task, images, key_id, precision)
         losses, correct = per_image_loss(logits, labels, kind, gamma)
         answer = pack({"losses": wire_view(losses), "correct": correct.tolist()})  # LossResponse's fields
         return Work(Answer(answer, MSGPACK_CONTENT_TYPE), task.task_id, len(images), passes, texts)
 
-    def _forward(self, task: StoredTask, images: np.ndarray, key_id: str) -> tuple[np.ndarray, int, int]:
+    def _forward(
+        self, task: StoredTask, images: np.ndarray, key_id: str, precision: str = "serving"
+    ) -> tuple[np.ndarray, int, int]:
         """Logits (N, C), the forwards run, and the texts encoded for this call: the task's, when its
-        features had been evicted (recomputed here, and charged to this call alone)."""
+        features had been evicted (recomputed here, and charged to this call alone). ``precision`` is
+        the request's (``RequestPrecision``); the charge does not depend on it."""
+        lane = self.backend.lane(precision)
         self._refuse_texts(key_id, task, len(images), new=False)
         features, computed = self.features.get(task.task_id, lambda: self._encode(task))
         texts = _texts(task) if computed else 0
         if self.batcher is None:
-            result = self.backend.logits(images, features, self.observe_forward)
+            result = self.backend.logits(images, features, self.observe_forward, lane)
             return result.logits, result.batch_passes, texts
         try:
-            image_features, passes = self.batcher.submit(images)
+            image_features, passes = self.batcher.submit(images, lane)
         except QueueFullError as exc:
             raise APIError(
                 ErrorCode.QUEUE_FULL, f"{exc}; retry shortly", retry_after=QUEUE_RETRY_AFTER_S
