@@ -29,7 +29,7 @@ from client.training.zo import SPSA, Evaluation, LossOracle
 from client.training.zo_rules import GradientCorrection
 from server.serving.clip_model import ClipBackend
 
-__all__ = ["InProcessClip", "SpsaSettings", "VpResult", "lr_at", "train_spsa", "train_whitebox"]
+__all__ = ["InProcessClip", "SpsaSettings", "VpResult", "lr_at", "train_spsa", "train_whitebox", "zero_shot"]
 
 
 class InProcessClip:
@@ -137,6 +137,14 @@ def train_spsa(clip: InProcessClip, data: tuple[torch.Tensor, ...], steps: int, 
     return VpResult(name, seed, steps, loss, accuracy(clip, prompter, test_x, test_y, clamp))
 
 
+def zero_shot(clip: InProcessClip, data: tuple[torch.Tensor, ...]) -> VpResult:
+    """The test accuracy with no pads (all zero): what every VP run starts from before its random init."""
+    train_x, _, test_x, test_y = data
+    prompter = PaddingPrompt(train_x.shape[-1], clip.space, seed=0)
+    prompter.set_vector(torch.zeros_like(prompter.get_vector()))
+    return VpResult("zero-shot (no pads)", 0, 0, math.nan, accuracy(clip, prompter, test_x, test_y, clamp=False))
+
+
 def lr_at(step: int, total: int, base: float = 40.0, warmup_lr: float = 0.1) -> float:
     """The seed's VPWB schedule, per step: warm-up over the first 10% (``warmup_lr`` at step 0, then
     base * step / warmup), then cosine from ``base`` counted from the end of the warm-up (as Dassl's
@@ -164,6 +172,6 @@ def train_whitebox(clip: InProcessClip, data: tuple[torch.Tensor, ...], steps: i
         optimiser.zero_grad()
         objective.backward()
         optimiser.step()
-        loss = float(objective)
+        loss = objective.item()
     return VpResult("vp white-box (seed, NOT black-box)", seed, steps, loss,
                     accuracy(clip, prompter, test_x, test_y, clamp=False))  # fmt: skip

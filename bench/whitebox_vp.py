@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from vp_inprocess import InProcessClip, SpsaSettings, VpResult, train_spsa, train_whitebox
+from vp_inprocess import InProcessClip, SpsaSettings, VpResult, train_spsa, train_whitebox, zero_shot
 
 from digits.sources import NUMBER_WORDS
 from digits.tasks import build_split
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     clip = InProcessClip(backend, NUMBER_WORDS, ["a photo of the number {}."])
     data = _data(args.task, args.shots)
     spsa = SpsaSettings(alpha=0.5)  # the task's vp-spsa preset: a 10, c 0.01, alpha 0.5, beta 0.9
-    results, started = [], time.perf_counter()
+    results, started = [zero_shot(clip, data)], time.perf_counter()
     for seed in args.seeds:
         for clamp in (True, False):
             results.append(train_spsa(clip, data, args.steps, seed, clamp, spsa))
