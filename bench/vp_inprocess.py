@@ -142,7 +142,8 @@ def zero_shot(clip: InProcessClip, data: tuple[torch.Tensor, ...]) -> VpResult:
     train_x, _, test_x, test_y = data
     prompter = PaddingPrompt(train_x.shape[-1], clip.space, seed=0)
     prompter.set_vector(torch.zeros_like(prompter.get_vector()))
-    return VpResult("zero-shot (no pads)", 0, 0, math.nan, accuracy(clip, prompter, test_x, test_y, clamp=False))
+    test_accuracy = accuracy(clip, prompter, test_x, test_y, clamp=False)
+    return VpResult("zero-shot (no pads)", 0, 0, math.nan, test_accuracy)
 
 
 def lr_at(step: int, total: int, base: float = 40.0, warmup_lr: float = 0.1) -> float:

@@ -4,7 +4,9 @@
 - ``vp-spsa unclamped (seed)``: the seed's VP, pads added in normalised space and never clamped;
 - ``vp white-box (seed, NOT black-box)``: the seed's VPWB, backpropagation, SGD lr 40, batch 64.
 
-    python bench/whitebox_vp.py --out bench/results/vp_deviation.md     # ~10 min on 2 CPUs
+    python bench/whitebox_vp.py --task biased-digits-08      # ~11 min a task on 2 CPUs (300 steps)
+
+bench/results/vp_deviation.md holds this run on loc-digits-1x1 and biased-digits-08.
 
 The first two differ only in the clamp (same optimiser, seed, batches, model): their gap is the
 deviation docs/reproducing.md ("Known deviations") quotes. Few-shot: 16 images a class of the task's
@@ -33,8 +35,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--task", default="loc-digits-1x1")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--steps", type=int, default=60, help="SPSA steps (batch 128, q 5)")
-    parser.add_argument("--whitebox-steps", type=int, default=60, help="SGD steps (batch 64)")
+    parser.add_argument("--steps", type=int, default=300, help="SPSA steps (batch 128, q 5)")
+    parser.add_argument("--whitebox-steps", type=int, default=300, help="SGD steps (batch 64)")
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--out", type=Path)
     return parser.parse_args(argv)
