@@ -22,6 +22,11 @@ a row change in the last bits with the forward's size (measured: a batch of 1 di
 result independent of which other requests shared its batch; several shapes do too when they give a
 row the same bits, which :func:`same_rows_at` checks on the real model before they are used.
 
+A lone caller runs its own forward: when nothing is queued, no forward is running and ``callers``
+says nobody else is being served, waiting ``max_delay_s`` could gather nothing, so the caller's thread
+runs the same forward (same padding plan, same bits) that the worker would, without two thread
+hand-offs. Anything that arrives meanwhile queues for the worker as before.
+
 Lanes: a request may ask for another numeric path (``lanes``, e.g. "fp32" evaluation forwards on a
 server that trains at fp16). A forward never mixes lanes: it takes the oldest request's lane and, in
 queue order, only requests of that lane; the others keep their places for the next forward.
@@ -65,7 +70,7 @@ class _Job:
     images: np.ndarray
     lane: str | None = None  # None: ``forward``; else the key of ``lanes``
     taken: int = 0  # rows handed to forwards (changed under the batcher's lock)
-    done: int = 0  # rows answered (changed by the worker only)
+    done: int = 0  # rows answered (changed by the thread running the forward)
     passes: int = 0  # forwards this request's rows took part in
     features: torch.Tensor | None = None
     error: BaseException | None = None
@@ -101,6 +106,7 @@ class DynamicBatcher:
         self._queue: deque[_Job] = deque()
         self._queued_images = 0
         self._closing = False
+        self._busy = False  # a forward is running, the worker's or a lone caller's
         self._cond = threading.Condition()
         self.forwards = 0  # batches run (each one forward, or several of the fixed shapes)
         self.images_taken = 0  # images handed to forwards (the answered ones and any in flight)
@@ -124,9 +130,17 @@ class DynamicBatcher:
                 raise BatcherClosedError("the server is shutting down")
             if self._queued_images and self._queued_images + len(images) > self.max_queue_images:
                 raise QueueFullError(self._queued_images, self.max_queue_images, len(images))
-            self._queue.append(job)
-            self._queued_images += len(images)
-            self._cond.notify_all()
+            alone = self._alone(len(images))
+            if alone:
+                self._busy = True
+                job.taken, job.passes = len(images), 1
+                self.images_taken += len(images)
+            else:
+                self._queue.append(job)
+                self._queued_images += len(images)
+                self._cond.notify_all()
+        if alone:
+            self._forward_then_free([(job, 0, len(images))])
         job.finished.wait()
         if job.error is not None:
             raise job.error
@@ -143,14 +157,29 @@ class DynamicBatcher:
 
     # -- the worker ----------------------------------------------------------------------------
 
+    def _alone(self, images: int) -> bool:
+        """Under the lock: whether a request of ``images`` may run its own forward (module doc)."""
+        if self.callers is None or self._busy or self._queue or images > self.max_batch:
+            return False
+        return self.callers() <= 1
+
+    def _forward_then_free(self, pieces: list[_Piece]) -> None:
+        try:
+            self._forward(pieces)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
     def _run(self) -> None:
         while (pieces := self._gather()) is not None:
-            self._forward(pieces)
+            self._forward_then_free(pieces)
 
     def _gather(self) -> list[_Piece] | None:
-        """Wait for work, give late arrivals up to ``max_delay_s`` to fill the forward, take it."""
+        """Wait for work and a free model, give late arrivals up to ``max_delay_s`` to fill the
+        forward, take it."""
         with self._cond:
-            self._cond.wait_for(lambda: self._queue or self._closing)
+            self._cond.wait_for(lambda: (self._queue and not self._busy) or self._closing)
             if not self._queue:
                 return None  # closing, and everything queued has been answered
             deadline = time.monotonic() + self.max_delay_s
@@ -158,6 +187,7 @@ class DynamicBatcher:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._cond.wait(left):
                     break
+            self._busy = True
             return self._take()
 
     def _others_coming(self) -> bool:

@@ -217,3 +217,33 @@ def test_the_worker_does_not_wait_for_callers_that_are_all_queued() -> None:
         assert results["lone"][0].shape == (2, 3)
     finally:
         batcher.close(timeout=10)
+
+
+class ThreadRecorder(Recorder):
+    """A Recorder that also notes which thread ran each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.threads.append(threading.current_thread().name)
+        return super().__call__(pixels)
+
+
+@pytest.mark.parametrize("callers", [1, 2])
+def test_a_lone_caller_runs_its_own_forward_with_the_same_plan(callers: int) -> None:
+    """Alone (callers() == 1), the forward runs in the caller's thread, padded to the same shapes;
+    with another caller being served it goes to the worker (which waits for it no longer than
+    ``max_delay_s``). The answers are the same either way."""
+    recorder = ThreadRecorder()
+    batcher = DynamicBatcher(recorder, 64, 0.01, 1000, shapes=(4, 16), name="worker", callers=lambda: callers)
+    images = random_images(3, "uint8", seed=11)
+    try:
+        features, passes = batcher.submit(images)
+    finally:
+        batcher.close(timeout=10)
+    assert torch.equal(features, expected(images)) and passes == 1
+    assert recorder.sizes == [4]  # 3 rows padded to the smallest shape, as the worker pads them
+    assert recorder.threads == [threading.current_thread().name if callers == 1 else "worker"]
+    assert batcher.images_taken == 3 and batcher.forwards == 1
