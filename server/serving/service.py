@@ -47,7 +47,8 @@ class QueryService:
         self.idempotency = Idempotency(settings, ledger, metrics.charged if metrics is not None else None)
         self.features = TextFeatureCache(int(settings.text_cache_mb * 2**20))
         self.known_tasks = KnownTasks(KNOWN_TASKS_BYTES)
-        self.forward_shapes = forward_shapes(settings, backend) if settings.batcher else None
+        shape_seconds: dict[int, float] = {}  # measured while the shapes are checked
+        self.forward_shapes = forward_shapes(settings, backend, shape_seconds) if settings.batcher else None
         self.batcher = (
             DynamicBatcher(
                 backend.image_features,
@@ -59,6 +60,7 @@ class QueryService:
                 callers=lambda: self.idempotency.active,
                 observe=self.observe_forward,
                 lanes={"fp32": partial(backend.image_features, lane="fp32")},
+                shape_seconds=shape_seconds,
             )
             if settings.batcher
             else None
