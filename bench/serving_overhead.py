@@ -38,6 +38,7 @@ from client.local_server import LocalServer, free_port
 from shared.protocol import Routes
 
 SERVER_CORE, LOAD_CORE = "0", 1
+ECHO = "bare Starlette echo"
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CELLS = ((1, 4), (32, 4), (1, 128))  # (clients, images per request)
 ECHO_CELLS = ((1, 4), (32, 4))
@@ -79,6 +80,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per cell")
     parser.add_argument("--profile-seconds", type=float, default=10.0, help="0: no profile")
     parser.add_argument("--model", default="toy-digits")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout's server, measured cell by cell beside"
+    )
+    parser.add_argument("--baseline-name", default="baseline", help="its name in the table (e.g. a commit)")
     parser.add_argument("--out", type=Path, help="write the tables into this file's section (d)")
     return parser.parse_args(argv)
 
@@ -89,10 +94,22 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) * TICK_S, int(fields[12]) * TICK_S  # utime, stime (fields 14 and 15)
 
 
-def forward_seconds(url: str) -> float:
+FORWARD_METRICS = (
+    "blackvip_forward_seconds_sum",
+    "blackvip_forward_batch_images_count",
+    "blackvip_forward_batch_images_sum",
+    "blackvip_forward_padding_images_total",
+)
+
+
+def forward_metrics(url: str) -> np.ndarray:
+    """Seconds in forwards, batches, their images, their padding rows: the server's counters now."""
     text = httpx.get(url + "/metrics", timeout=30).text
-    match = re.search(r"^blackvip_forward_seconds_sum (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    values = []
+    for name in FORWARD_METRICS:
+        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        values.append(float(match.group(1)) if match else 0.0)
+    return np.array(values)
 
 
 def load(url: str, path: str, bodies: list[bytes], seconds: float) -> int:
@@ -118,14 +135,17 @@ def measure(
     rng = np.random.default_rng(clients * 1000 + batch)
     bodies = [images_body(rng.integers(0, 256, (batch, 3, size, size), np.uint8)) for _ in range(clients)]
     load(url, path, bodies[:1], 1.0)  # warm-up, untimed
-    is_server = name == "blackvip-server"
-    cpu, fwd, started = cpu_seconds(pid), forward_seconds(url) if is_server else 0.0, time.monotonic()
+    is_server = name.startswith("blackvip-server")
+    cpu, fwd, started = cpu_seconds(pid), forward_metrics(url) if is_server else None, time.monotonic()
     requests = load(url, path, bodies, seconds)
     elapsed, (user, system) = time.monotonic() - started, cpu_seconds(pid)
     user, system = user - cpu[0], system - cpu[1]
-    fwd = forward_seconds(url) - fwd if is_server else None
+    fwd = forward_metrics(url) - fwd if fwd is not None else None
     per_request = 1000 / max(requests, 1)
-    forward_ms = fwd * per_request if fwd is not None else None
+    forward_ms = fwd[0] * per_request if fwd is not None else None
+    if fwd is not None:
+        rows, padding = fwd[2] / max(fwd[1], 1), fwd[3] / max(fwd[1], 1)
+        print(f"  batches: {rows:.1f} images and {padding:.1f} padding rows on average", file=sys.stderr)
     cpu_ms = (user + system) * per_request
     cell = Cell(name, clients, batch, requests / elapsed, cpu_ms, system * per_request, forward_ms)
     print(
@@ -178,26 +198,45 @@ def layer_of(frames: list[str]) -> str:
     return "other"
 
 
-def run_server(args: argparse.Namespace, workdir: Path) -> tuple[list[Cell], Counter[str]]:
-    flags = ["--model", args.model, "--ledger", str(workdir / "ledger.sqlite3")]
-    server = LocalServer(
-        flags, env=ONE_THREAD, log_path=workdir / "server.log", launcher=("taskset", "-c", SERVER_CORE)
-    )
-    server.start()
+def start_server(workdir: Path, model: str, checkout: Path | None) -> LocalServer:
+    """blackvip-server pinned to SERVER_CORE, from this checkout or, run in its folder, another one."""
+    launcher: tuple[str, ...] = ("taskset", "-c", SERVER_CORE)
+    env = dict(ONE_THREAD)
+    if checkout is not None:  # ``-m server.main`` imports from the working folder first
+        launcher = ("env", "-C", str(checkout), *launcher)
+        env["PYTHONPATH"] = str(checkout)
+    workdir.mkdir(parents=True, exist_ok=True)
+    flags = ["--model", model, "--ledger", str(workdir / "ledger.sqlite3")]
+    return LocalServer(flags, env=env, log_path=workdir / "server.log", launcher=launcher).start()
+
+
+def run_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[Cell], Counter[str]]:
+    """Each cell on each server in turn (the baseline's, then this checkout's), so that both see the
+    machine in the same state; then the profile of this checkout's."""
+    names = {"blackvip-server": None}
+    if args.baseline is not None:
+        names = {f"blackvip-server at {args.baseline_name}": args.baseline, **names}
+    servers = {
+        name: start_server(workdir / str(i), args.model, path) for i, (name, path) in enumerate(names.items())
+    }
     try:
-        assert server.proc is not None
-        size = httpx.get(server.url + Routes.INFO, timeout=30).json()["image_size"]
-        task_id = httpx.post(server.url + Routes.TASKS, json=DIGIT_TASK, timeout=120).json()["task_id"]
-        path, pid = Routes.LOGITS.format(task_id=task_id), server.proc.pid
+        targets = {}
+        for name, server in servers.items():
+            assert server.proc is not None
+            size = httpx.get(server.url + Routes.INFO, timeout=30).json()["image_size"]
+            task_id = httpx.post(server.url + Routes.TASKS, json=DIGIT_TASK, timeout=120).json()["task_id"]
+            targets[name] = (server.url, server.proc.pid, Routes.LOGITS.format(task_id=task_id))
         cells = [
-            measure("blackvip-server", server.url, pid, path, cell, size, args.seconds) for cell in CELLS
+            measure(name, *targets[name], cell, size, args.seconds) for cell in CELLS for name in servers
         ]
         layers = Counter[str]()
         if args.profile_seconds > 0 and shutil.which("py-spy"):
-            layers = profile(server.url, pid, path, size, args.profile_seconds, workdir / "profile.txt")
+            url, pid, path = targets["blackvip-server"]
+            layers = profile(url, pid, path, size, args.profile_seconds, workdir / "profile.txt")
         return cells, layers
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
 
 
 def run_echo(args: argparse.Namespace, size: int) -> list[Cell]:
@@ -226,18 +265,14 @@ def run_echo(args: argparse.Namespace, size: int) -> list[Cell]:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        return [
-            measure("bare Starlette echo", url, proc.pid, "/echo", cell, size, args.seconds)
-            for cell in ECHO_CELLS
-        ]
+        return [measure(ECHO, url, proc.pid, "/echo", cell, size, args.seconds) for cell in ECHO_CELLS]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
 def tables(cells: list[Cell], layers: Counter[str]) -> list[str]:
-    server = {(c.clients, c.batch): c for c in cells if c.server == "blackvip-server"}
-    echo = {(c.clients, c.batch): c for c in cells if c.server != "blackvip-server"}
+    echo = {(c.clients, c.batch): c for c in cells if c.server == ECHO}
     lines = [
         "| cell | requests/s | images/s | server CPU per request (ms) | of which system (ms) "
         "| of which forward (ms) |",
@@ -249,15 +284,18 @@ def tables(cells: list[Cell], layers: Counter[str]) -> list[str]:
             f"| {c.server}, {c.clients} x {c.batch} | {c.requests_per_s:,.0f} | {c.images_per_s:,.0f} "
             f"| {c.cpu_ms:.2f} | {c.system_ms:.2f} | {forward} |"
         )
-    small, floor = server[(1, 4)], echo[(1, 4)].cpu_ms
-    non_forward = small.cpu_ms - (small.forward_ms or 0.0)
-    ratio = server[(32, 4)].images_per_s / server[(1, 128)].images_per_s
-    lines += [
-        "",
-        f"- non-forward server CPU per 4-image request: {non_forward:.2f} ms = "
-        f"**{non_forward / floor:.1f}x** the echo's {floor:.2f} ms (target <= 5x)",
-        f"- 32 x 4 images/s / 1 x 128 images/s: **{ratio:.2f}x** (target >= 0.8x)",
-    ]
+    lines.append("")
+    floor = echo[(1, 4)].cpu_ms
+    for name in dict.fromkeys(c.server for c in cells if c.server != ECHO):
+        server = {(c.clients, c.batch): c for c in cells if c.server == name}
+        small = server[(1, 4)]
+        non_forward = small.cpu_ms - (small.forward_ms or 0.0)
+        ratio = server[(32, 4)].images_per_s / server[(1, 128)].images_per_s
+        lines += [
+            f"- {name}: non-forward CPU per 4-image request {non_forward:.2f} ms = "
+            f"**{non_forward / floor:.1f}x** the echo's {floor:.2f} ms (target <= 5x); "
+            f"32 x 4 images/s / 1 x 128 images/s **{ratio:.2f}x** (target >= 0.8x)",
+        ]
     if layers:
         total = sum(layers.values())
         lines += [
@@ -290,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.sched_setaffinity(0, {LOAD_CORE})  # the load generator's core; the servers get SERVER_CORE
     with tempfile.TemporaryDirectory() as tmp:
-        cells, layers = run_server(args, Path(tmp))
+        cells, layers = run_servers(args, Path(tmp))
         cells += run_echo(args, size=32 if args.model == "toy-digits" else 224)
     command = "python bench/serving_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join(
