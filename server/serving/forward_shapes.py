@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from server.serving.batcher import same_rows_at
 from server.serving.clip_model import ClipBackend
+from server.serving.plans import same_rows_at
 from server.settings import ServerSettings
 
 __all__ = ["CPU_SHAPES", "forward_shapes"]

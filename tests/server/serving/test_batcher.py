@@ -13,13 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from server.serving.batcher import (
-    BatcherClosedError,
-    DynamicBatcher,
-    QueueFullError,
-    cheapest_plans,
-    forward_plan,
-)
+from server.serving.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
+from server.serving.plans import cheapest_plans, forward_plan
 from tests.helpers import random_images
 
 
