@@ -54,6 +54,7 @@ def serve(settings: ServerSettings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         # uvicorn annotates this int but only hands it to asyncio.wait_for, which takes seconds as a
         # float: a grace of 2.5 s is honoured as 2.5 s, so the value is passed as it is.
         timeout_graceful_shutdown=cast(int, settings.shutdown_grace_s),

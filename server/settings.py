@@ -105,6 +105,9 @@ class ServerSettings(BaseModel):
     published_on: str | None = None
     in_container: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # uvicorn's line per request; off: /metrics and the ledger count every request, and the line is a
+    # write on the event loop per request (bench/results/throughput.md, section d)
+    access_log: bool = False
     metrics: bool = True  # Prometheus text at /metrics, no key (README: Metrics)
 
     @field_validator("ledger", mode="before")
@@ -338,6 +341,7 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         action="store_true",
     )
     add("--log-level", "logging level", choices=["debug", "info", "warning", "error"])
+    add("--access-log", "log a line per request (uvicorn's access log, at info)", action="store_true")
     add("--no-metrics", "do not serve Prometheus metrics at /metrics", action="store_true")
     return parser
 

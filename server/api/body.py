@@ -68,7 +68,7 @@ async def read_body(
 
 
 async def _read_declared(request: Request, length: int) -> bytearray:
-    """Exactly ``length`` bytes (uvicorn's h11 refuses a body longer than its Content-Length, and a
+    """Exactly ``length`` bytes (uvicorn's parser ends a body at its Content-Length, and a
     shorter one ends in a disconnect)."""
     body, size = bytearray(length), 0
     try:

@@ -1,7 +1,8 @@
 """What a client may hold open before the app sees a request: connections, and the time a request's
 head may take. Both happen below ASGI, so they live in the HTTP protocol that uvicorn runs for each
-connection: ``uvicorn.Config(http=...)`` takes a protocol class, and this one is uvicorn's own h11
-protocol with two additions.
+connection: ``uvicorn.Config(http=...)`` takes a protocol class, and this one is uvicorn's own httptools
+protocol (llhttp, in C: its head parsing costs a fraction of the pure-Python h11's, which was most of a
+small request's HTTP work, bench/results/throughput.md section d) with two additions.
 
 * At most ``max_connections`` connections at once: one more is answered 503 ``server_busy`` (with
   ``Retry-After``) and closed as soon as it is made, so a flood of sockets cannot take every file
@@ -29,14 +30,13 @@ import json
 import logging
 from typing import Any, cast
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from server.errors import bounded_body, retry_after_value
 from server.settings import ServerSettings
 from shared.protocol import ERROR_STATUS, ErrorCode
 
-__all__ = ["BoundedH11Protocol", "bounded_protocol", "raw_error", "uvicorn_options"]
+__all__ = ["BoundedHttpProtocol", "bounded_protocol", "raw_error", "uvicorn_options"]
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,9 @@ def raw_error(code: ErrorCode, message: str, retry_after: float | None = None) -
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-class BoundedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a connection cap and a head deadline (see the module's docstring);
-    the limits are class attributes, set by ``bounded_protocol`` for one server's settings."""
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a connection cap and a head deadline (see the module's
+    docstring); the limits are class attributes, set by ``bounded_protocol`` for one server's settings."""
 
     max_connections: int = 1024
     header_timeout_s: float = 10.0
@@ -70,6 +70,7 @@ class BoundedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._head_started = False  # part of a request head has arrived, not all of it
         self.lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -90,6 +91,14 @@ class BoundedH11Protocol(H11Protocol):
         super().data_received(data)
         if not self._waiting_for_head():
             self._cancel_head_deadline()
+
+    def on_message_begin(self) -> None:
+        self._head_started = True
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._head_started = False
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # may start a pipelined request already received
@@ -117,8 +126,7 @@ class BoundedH11Protocol(H11Protocol):
         self._head_deadline = None
         if self.transport.is_closing() or not self._waiting_for_head():
             return
-        started, _ = self.conn.trailing_data  # bytes received that are not yet a whole head
-        if started and self.conn.their_state is h11.IDLE:
+        if self._head_started:
             log.info("request head not received within %g s; closing", self.header_timeout_s)
             message = f"the request's headers did not arrive within {self.header_timeout_s:g} s"
             self.transport.write(raw_error(ErrorCode.REQUEST_TIMEOUT, message))
@@ -129,7 +137,7 @@ class LingeringTransport:
     """The connection's transport, as uvicorn uses it, with a lingering ``close`` (see the module's
     docstring); every other attribute is the transport's own."""
 
-    def __init__(self, transport: asyncio.Transport, protocol: BoundedH11Protocol) -> None:
+    def __init__(self, transport: asyncio.Transport, protocol: BoundedHttpProtocol) -> None:
         self._transport, self._protocol = transport, protocol
 
     def __getattr__(self, name: str) -> Any:
@@ -150,10 +158,10 @@ class LingeringTransport:
         self._protocol.loop.call_later(LINGER_S, transport.close)
 
 
-def bounded_protocol(settings: ServerSettings) -> type[BoundedH11Protocol]:
+def bounded_protocol(settings: ServerSettings) -> type[BoundedHttpProtocol]:
     """The protocol class for ``settings``' limits (uvicorn builds one instance per connection)."""
     limits = {"max_connections": settings.max_connections, "header_timeout_s": settings.header_timeout_s}
-    return type("ConfiguredH11Protocol", (BoundedH11Protocol,), limits)
+    return type("ConfiguredHttpProtocol", (BoundedHttpProtocol,), limits)
 
 
 def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:

@@ -7,22 +7,22 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import partial
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from server.api.batch import BatchCall, serve_batch
 from server.api.body import read_body
 from server.api.info import info_response
-from server.api.inputs import check_images, check_labels, parse_json, parse_msgpack
+from server.api.inputs import parse_json
 from server.api.openapi import msgpack_answer, msgpack_body
 from server.api.rate_limit import rate_limited
 from server.api.state import AppState
 from server.api.usage import usage_by_period, usage_from_ledger
 from server.errors import APIError, error_responses
-from server.ledger import Ledger, StoredTask
+from server.ledger import Ledger
 from server.serving.idempotency import Charge, Served, body_hash
 from server.serving.service import QueryService
 from server.serving.tasks import check_task
@@ -48,7 +48,6 @@ from shared.protocol import (
 
 __all__ = ["router"]
 
-BatchRequest = TypeVar("BatchRequest", LogitsRequest, LossRequest)
 
 router = APIRouter()
 
@@ -72,7 +71,7 @@ _CHARGED = (  # request_id, then the idempotency protocol and the charge
     ErrorCode.IDEMPOTENCY_MISMATCH,
     ErrorCode.REPLAY_EXPIRED,
 )
-_BATCH = (  # _read_batch (the task, then check_images) and the forward
+_BATCH = (  # _batch_call (the task), serve_batch (check_images) and the forward
     ErrorCode.NOT_FOUND,
     ErrorCode.TOO_MANY_IMAGES,
     ErrorCode.INVALID_TENSOR,
@@ -144,22 +143,15 @@ async def _body(
     return await read_body(request, content_type, limit, key_id, state.uploads, timeout_s)
 
 
-async def _read_batch(
-    request: Request,
-    state: AppState,
-    service: QueryService,
-    key_id: str,
-    task_id: str,
-    model: type[BatchRequest],
-) -> tuple[StoredTask, bytes | bytearray, BatchRequest, np.ndarray]:
-    """The task, the body, the parsed request and its checked images (N, 3, S, S)."""
-    task = await run_in_threadpool(service.get_task, key_id, task_id)
+async def _batch_call(
+    request: Request, state: AppState, service: QueryService, key_id: str, task_id: str, rid: str | None
+) -> BatchCall:
+    """The task (known to this process: no worker thread), then the body: what ``serve_batch`` needs."""
+    task = service.known_tasks.get(key_id, task_id)
+    if task is None:
+        task = await run_in_threadpool(service.get_task, key_id, task_id)
     body = await _body(request, state, key_id, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
-    parsed = await run_in_threadpool(parse_msgpack, body, model)
-    images = await run_in_threadpool(
-        check_images, parsed.images, service.backend.image_size, state.settings.max_batch_images
-    )
-    return task, body, parsed, images
+    return BatchCall(key_id, rid, request.method, request.url.path, task, body)
 
 
 @router.get(
@@ -234,11 +226,8 @@ def get_task(task_id: str, service: Service, key_id: KeyId) -> TaskResponse:
 async def logits(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
-    task, body, parsed, images = await _read_batch(request, state, service, key_id, task_id, LogitsRequest)
-    charge = _charge(request, key_id, Endpoint.LOGITS, rid, body)
-    work = partial(service.logits, task, images, key_id, parsed.precision.value)
-    served = await run_in_threadpool(service.idempotency.serve, charge, work)
-    return served_response(served)
+    call = await _batch_call(request, state, service, key_id, task_id, rid)
+    return served_response(await run_in_threadpool(serve_batch, service, call, Endpoint.LOGITS))
 
 
 @router.post(
@@ -253,13 +242,8 @@ async def logits(
 async def loss(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
-    task, body, parsed, images = await _read_batch(request, state, service, key_id, task_id, LossRequest)
-    labels = check_labels(parsed.labels, len(images), len(task.class_names))
-    charge = _charge(request, key_id, Endpoint.LOSS, rid, body)
-    kind, gamma, precision = parsed.loss.value, parsed.focal_gamma, parsed.precision.value
-    work = partial(service.loss, task, images, labels, kind, gamma, key_id, precision)
-    served = await run_in_threadpool(service.idempotency.serve, charge, work)
-    return served_response(served)
+    call = await _batch_call(request, state, service, key_id, task_id, rid)
+    return served_response(await run_in_threadpool(serve_batch, service, call, Endpoint.LOSS))
 
 
 async def open_ledger(state: State) -> Ledger:

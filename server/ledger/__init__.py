@@ -27,7 +27,7 @@ from server.ledger.facade import (
     TaskStoreUsage,
     open_database,
 )
-from server.ledger.tasks import task_refusal
+from server.ledger.tasks import stored_task_bytes, task_refusal
 
 __all__ = [
     "Answer",
@@ -44,5 +44,6 @@ __all__ = [
     "TaskLimitError",
     "TaskStoreUsage",
     "open_database",
+    "stored_task_bytes",
     "task_refusal",
 ]

@@ -22,6 +22,11 @@ a row change in the last bits with the forward's size (measured: a batch of 1 di
 result independent of which other requests shared its batch; several shapes do too when they give a
 row the same bits, which :func:`same_rows_at` checks on the real model before they are used.
 
+A lone caller runs its own forward: when nothing is queued, no forward is running and ``callers``
+says nobody else is being served, waiting ``max_delay_s`` could gather nothing, so the caller's thread
+runs the same forward (same padding plan, same bits) that the worker would, without two thread
+hand-offs. Anything that arrives meanwhile queues for the worker as before.
+
 Lanes: a request may ask for another numeric path (``lanes``, e.g. "fp32" evaluation forwards on a
 server that trains at fp16). A forward never mixes lanes: it takes the oldest request's lane and, in
 queue order, only requests of that lane; the others keep their places for the next forward.
@@ -39,6 +44,7 @@ import numpy as np
 import torch
 
 from server.serving.clip_model import fill_unit_pixels
+from server.serving.plans import cheapest_plans, forward_plan
 
 __all__ = ["BatcherClosedError", "DynamicBatcher", "ForwardObserver", "QueueFullError"]
 
@@ -65,7 +71,7 @@ class _Job:
     images: np.ndarray
     lane: str | None = None  # None: ``forward``; else the key of ``lanes``
     taken: int = 0  # rows handed to forwards (changed under the batcher's lock)
-    done: int = 0  # rows answered (changed by the worker only)
+    done: int = 0  # rows answered (changed by the thread running the forward)
     passes: int = 0  # forwards this request's rows took part in
     features: torch.Tensor | None = None
     error: BaseException | None = None
@@ -87,20 +93,26 @@ class DynamicBatcher:
         callers: Callable[[], int] | None = None,
         observe: ForwardObserver | None = None,
         lanes: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+        shape_seconds: Mapping[int, float] | None = None,
     ) -> None:
         """``forward`` maps float32 pixels (B, 3, S, S) in [0, 1] (a buffer it may overwrite) to
         features (B, D); ``shapes`` None runs each batch as one forward of its own size.
         ``callers`` counts the requests now being served (queued or not): when every one of them is
         already queued, nobody can join the batch and the worker does not wait ``max_delay_s``.
         ``observe`` hears of every batch that went through the encoder. ``lanes`` are the other
-        forwards a request may name (same contract as ``forward``); no forward mixes two lanes."""
+        forwards a request may name (same contract as ``forward``); no forward mixes two lanes.
+        ``shape_seconds`` (a forward's measured time at each of ``shapes``) makes each batch's plan the
+        cheapest of them (``cheapest_plans``), else the largest shape while filled (``forward_plan``)."""
         self.forward, self.max_batch, self.max_delay_s = forward, max_batch, max_delay_s
         self.max_queue_images, self.callers, self.observe = max_queue_images, callers, observe
         self.shapes = tuple(sorted(shapes)) if shapes else None
+        timed = bool(self.shapes and shape_seconds and all(size in shape_seconds for size in self.shapes))
+        self._plans = cheapest_plans(max_batch, self.shapes, shape_seconds) if timed else {}  # type: ignore[arg-type]
         self.lanes = dict(lanes or {})
         self._queue: deque[_Job] = deque()
         self._queued_images = 0
         self._closing = False
+        self._busy = False  # a forward is running, the worker's or a lone caller's
         self._cond = threading.Condition()
         self.forwards = 0  # batches run (each one forward, or several of the fixed shapes)
         self.images_taken = 0  # images handed to forwards (the answered ones and any in flight)
@@ -124,9 +136,17 @@ class DynamicBatcher:
                 raise BatcherClosedError("the server is shutting down")
             if self._queued_images and self._queued_images + len(images) > self.max_queue_images:
                 raise QueueFullError(self._queued_images, self.max_queue_images, len(images))
-            self._queue.append(job)
-            self._queued_images += len(images)
-            self._cond.notify_all()
+            alone = self._alone(len(images))
+            if alone:
+                self._busy = True
+                job.taken, job.passes = len(images), 1
+                self.images_taken += len(images)
+            else:
+                self._queue.append(job)
+                self._queued_images += len(images)
+                self._cond.notify_all()
+        if alone:
+            self._forward_then_free([(job, 0, len(images))])
         job.finished.wait()
         if job.error is not None:
             raise job.error
@@ -143,14 +163,29 @@ class DynamicBatcher:
 
     # -- the worker ----------------------------------------------------------------------------
 
+    def _alone(self, images: int) -> bool:
+        """Under the lock: whether a request of ``images`` may run its own forward (module doc)."""
+        if self.callers is None or self._busy or self._queue or images > self.max_batch:
+            return False
+        return self.callers() <= 1
+
+    def _forward_then_free(self, pieces: list[_Piece]) -> None:
+        try:
+            self._forward(pieces)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
     def _run(self) -> None:
         while (pieces := self._gather()) is not None:
-            self._forward(pieces)
+            self._forward_then_free(pieces)
 
     def _gather(self) -> list[_Piece] | None:
-        """Wait for work, give late arrivals up to ``max_delay_s`` to fill the forward, take it."""
+        """Wait for work and a free model, give late arrivals up to ``max_delay_s`` to fill the
+        forward, take it."""
         with self._cond:
-            self._cond.wait_for(lambda: self._queue or self._closing)
+            self._cond.wait_for(lambda: (self._queue and not self._busy) or self._closing)
             if not self._queue:
                 return None  # closing, and everything queued has been answered
             deadline = time.monotonic() + self.max_delay_s
@@ -158,6 +193,7 @@ class DynamicBatcher:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._cond.wait(left):
                     break
+            self._busy = True
             return self._take()
 
     def _others_coming(self) -> bool:
@@ -191,7 +227,7 @@ class DynamicBatcher:
     def _forward(self, pieces: list[_Piece]) -> None:
         rows = sum(count for _, _, count in pieces)
         shape = pieces[0][0].images.shape[1:]
-        plan = [rows] if self.shapes is None else forward_plan(rows, self.shapes)
+        plan = self.plan(rows)
         pixels = torch.zeros((sum(plan), *shape), dtype=torch.float32)  # real rows first, padding last
         offset = 0
         for job, start, count in pieces:
@@ -216,6 +252,12 @@ class DynamicBatcher:
             if job.done == len(job.images):
                 job.finished.set()
 
+    def plan(self, rows: int) -> list[int]:
+        """The forward sizes a batch of ``rows`` rows runs as (real rows first, padding last)."""
+        if self.shapes is None:
+            return [rows]
+        return self._plans.get(rows) or forward_plan(rows, self.shapes)
+
     def _encode(self, pixels: torch.Tensor, plan: list[int], lane: str | None) -> torch.Tensor:
         forward = self.forward if lane is None else self.lanes[lane]
         if len(plan) == 1:
@@ -231,31 +273,3 @@ class DynamicBatcher:
                     self._queued_images -= len(job.images) - job.taken
                 job.error = exc
                 job.finished.set()
-
-
-def forward_plan(rows: int, shapes: tuple[int, ...]) -> list[int]:
-    """Forward sizes for ``rows`` rows: the largest shape while it is filled, then the smallest
-    shape that holds the rest."""
-    largest, plan = shapes[-1], []
-    while rows > largest:
-        plan.append(largest)
-        rows -= largest
-    plan.append(next(size for size in shapes if size >= rows))
-    return plan
-
-
-def same_rows_at(forward: Callable[[torch.Tensor], torch.Tensor], image_shape: tuple[int, ...],
-                 shapes: tuple[int, ...]) -> bool:  # fmt: skip
-    """Whether forwards of every size in ``shapes`` give the same rows the same bits, at the start
-    and one row further on, on random images. Kernels are chosen by shape, not by values, so random
-    rows show it; equal bits by chance across different reduction orders would be a coincidence."""
-    rng = torch.Generator().manual_seed(0)
-    images = torch.rand((max(shapes) + 1, *image_shape), generator=rng)
-    smallest = min(shapes)
-    reference = forward(images[:smallest].clone())
-    for size in shapes:
-        if not torch.equal(forward(images[:size].clone())[:smallest], reference):
-            return False
-        if not torch.equal(forward(images[1 : size + 1].clone())[: smallest - 1], reference[1:]):
-            return False
-    return True

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from server.serving.batcher import same_rows_at
 from server.serving.clip_model import ClipBackend
+from server.serving.plans import same_rows_at
 from server.settings import ServerSettings
 
 __all__ = ["CPU_SHAPES", "forward_shapes"]
@@ -16,9 +16,12 @@ log = logging.getLogger(__name__)
 CPU_SHAPES = (4, 16, 64)  # padding a lone 4-image request to 64 rows would cost it ~10x
 
 
-def forward_shapes(settings: ServerSettings, backend: ClipBackend) -> tuple[int, ...] | None:
+def forward_shapes(
+    settings: ServerSettings, backend: ClipBackend, seconds: dict[int, float] | None = None
+) -> tuple[int, ...] | None:
     """The forward sizes of ``--batch-padding fixed`` (None: forwards as big as their batch). On CPU
-    a few sizes, if they give every row the same bits (checked here, on the model), else one."""
+    a few sizes, if they give every row the same bits (checked here, on the model), else one.
+    ``seconds`` receives the checked sizes' forward times, for the batcher's cheapest plans."""
     largest = settings.max_forward_batch
     if settings.batch_padding == "none":
         return None
@@ -28,7 +31,7 @@ def forward_shapes(settings: ServerSettings, backend: ClipBackend) -> tuple[int,
         return (largest,)  # a GPU forward costs about the same for 4 or 64 rows
     shapes = tuple(sorted({min(size, largest) for size in CPU_SHAPES} | {largest}))
     image = (3, backend.image_size, backend.image_size)
-    if len(shapes) > 1 and not same_rows_at(backend.image_features, image, shapes):
+    if len(shapes) > 1 and not same_rows_at(backend.image_features, image, shapes, seconds):
         log.info("forward sizes %s give rows different bits: every forward pads to %d", shapes, largest)
         return (largest,)
     return shapes

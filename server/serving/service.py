@@ -20,6 +20,7 @@ from server.serving.batcher import BatcherClosedError, DynamicBatcher, QueueFull
 from server.serving.clip_model import ClipBackend, per_image_loss
 from server.serving.forward_shapes import forward_shapes
 from server.serving.idempotency import Idempotency, Work, quota_error, task_limit_error
+from server.serving.known_tasks import KnownTasks
 from server.serving.tasks import TextFeatureCache
 from server.settings import ServerSettings
 from shared.codec import OUTPUT_DTYPE, pack
@@ -28,6 +29,7 @@ from shared.protocol import MSGPACK_CONTENT_TYPE, ErrorCode, TaskRequest, TaskRe
 __all__ = ["QueryService", "wire_view"]
 
 QUEUE_RETRY_AFTER_S = 1.0
+KNOWN_TASKS_BYTES = 32 * 2**20  # tasks found in the ledger, kept for the hot routes (KnownTasks)
 
 
 class QueryService:
@@ -44,7 +46,9 @@ class QueryService:
         self.observe_forward = metrics.forward if metrics is not None else None
         self.idempotency = Idempotency(settings, ledger, metrics.charged if metrics is not None else None)
         self.features = TextFeatureCache(int(settings.text_cache_mb * 2**20))
-        self.forward_shapes = forward_shapes(settings, backend) if settings.batcher else None
+        self.known_tasks = KnownTasks(KNOWN_TASKS_BYTES)
+        shape_seconds: dict[int, float] = {}  # measured while the shapes are checked
+        self.forward_shapes = forward_shapes(settings, backend, shape_seconds) if settings.batcher else None
         self.batcher = (
             DynamicBatcher(
                 backend.image_features,
@@ -56,6 +60,7 @@ class QueryService:
                 callers=lambda: self.idempotency.active,
                 observe=self.observe_forward,
                 lanes={"fp32": partial(backend.image_features, lane="fp32")},
+                shape_seconds=shape_seconds,
             )
             if settings.batcher
             else None
@@ -108,9 +113,11 @@ class QueryService:
         return self.backend.encode_texts(task.class_names, task.templates)
 
     def get_task(self, key_id: str, task_id: str) -> StoredTask:
-        task = self.ledger.load_task(task_id, key_id)
+        """The key's task, from ``known_tasks`` or the ledger (blocks on a miss)."""
+        task = self.known_tasks.get(key_id, task_id) or self.ledger.load_task(task_id, key_id)
         if task is None:  # another key's task is as unknown as a made-up id
             raise APIError(ErrorCode.NOT_FOUND, f"no task {echo(task_id)} for this API key")
+        self.known_tasks.add(task)
         return task
 
     def logits(self, task: StoredTask, images: np.ndarray, key_id: str, precision: str = "serving") -> Work:

@@ -23,6 +23,7 @@ from tests.helpers import KEYS, ServerProcess, random_images, tiny_argv
 def test_sigterm_drains_the_request_in_flight_then_closes_the_ledger(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.sqlite3"
     argv = tiny_argv(ledger, "--forward-batch", "1", "--max-batch-images", "4096", "--shutdown-grace-s", "60")
+    argv.append("--access-log")  # its line for the answer shows the answer went out before shutdown
     server = ServerProcess(argv, env={"BLACKVIP_API_KEYS": KEYS[0]}, log_path=tmp_path / "server.log").start()
     outcome: dict[str, object] = {}
     with BlackVIPClient(server.url, KEYS[0], retry=RetryPolicy.none()) as client:

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from server.serving.batcher import BatcherClosedError, DynamicBatcher, QueueFullError, forward_plan
+from server.serving.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
+from server.serving.plans import cheapest_plans, forward_plan
 from tests.helpers import random_images
 
 
@@ -50,10 +51,15 @@ def make() -> Iterator[Callable[..., tuple[DynamicBatcher, Recorder]]]:
     made: list[DynamicBatcher] = []
 
     def build(
-        max_batch: int = 4, delay: float = 0.0, queue: int = 1000, shapes: tuple[int, ...] | None = None
+        max_batch: int = 4,
+        delay: float = 0.0,
+        queue: int = 1000,
+        shapes: tuple[int, ...] | None = None,
+        shape_seconds: dict[int, float] | None = None,
     ):
         recorder = Recorder()
-        batcher = DynamicBatcher(recorder, max_batch, delay, queue, shapes=shapes)
+        seconds = shape_seconds
+        batcher = DynamicBatcher(recorder, max_batch, delay, queue, shapes=shapes, shape_seconds=seconds)
         made.append(batcher)
         return batcher, recorder
 
@@ -217,3 +223,51 @@ def test_the_worker_does_not_wait_for_callers_that_are_all_queued() -> None:
         assert results["lone"][0].shape == (2, 3)
     finally:
         batcher.close(timeout=10)
+
+
+class ThreadRecorder(Recorder):
+    """A Recorder that also notes which thread ran each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.threads.append(threading.current_thread().name)
+        return super().__call__(pixels)
+
+
+@pytest.mark.parametrize("callers", [1, 2])
+def test_a_lone_caller_runs_its_own_forward_with_the_same_plan(callers: int) -> None:
+    """Alone (callers() == 1), the forward runs in the caller's thread, padded to the same shapes;
+    with another caller being served it goes to the worker (which waits for it no longer than
+    ``max_delay_s``). The answers are the same either way."""
+    recorder = ThreadRecorder()
+    batcher = DynamicBatcher(recorder, 64, 0.01, 1000, shapes=(4, 16), name="worker", callers=lambda: callers)
+    images = random_images(3, "uint8", seed=11)
+    try:
+        features, passes = batcher.submit(images)
+    finally:
+        batcher.close(timeout=10)
+    assert torch.equal(features, expected(images)) and passes == 1
+    assert recorder.sizes == [4]  # 3 rows padded to the smallest shape, as the worker pads them
+    assert recorder.threads == [threading.current_thread().name if callers == 1 else "worker"]
+    assert batcher.images_taken == 3 and batcher.forwards == 1
+
+
+def test_the_cheapest_plan_splits_where_padding_costs_more_than_a_forward() -> None:
+    shapes = (4, 16, 64)
+    # per-forward overhead: 64 rows take 6x the time of 4, so 20 rows run as 16 + 4, not as 64
+    plans = cheapest_plans(64, shapes, {4: 1.0, 16: 2.0, 64: 6.0})
+    assert plans[20] == [16, 4] and plans[3] == [4] and plans[64] == [64] and plans[5] == [16]
+    assert all(sum(plan) >= rows and sum(plan[:-1]) < rows for rows, plan in plans.items())  # pad last
+    flat = cheapest_plans(64, shapes, {4: 1.0, 16: 4.0, 64: 16.0})  # no overhead: fewest padded rows
+    assert flat[20] == [16, 4] and flat[5] == [4, 4] and flat[48] == [16, 16, 16]
+
+
+def test_a_batcher_with_measured_shapes_runs_the_cheapest_plan(make) -> None:
+    batcher, recorder = make(max_batch=64, shapes=(4, 16, 64), shape_seconds={4: 1.0, 16: 2.0, 64: 6.0})
+    images = random_images(20, "uint8", seed=2)
+    features, passes = batcher.submit(images)
+    assert recorder.sizes == [16, 4] and passes == 1 and batcher.plan(20) == [16, 4]
+    assert torch.equal(features, expected(images))

@@ -1,0 +1,51 @@
+"""A logits or loss request's work after its body has arrived, in one worker thread: parse the msgpack
+body, check images (and labels), then charge and serve it through the idempotency protocol.
+
+One hand-off from the event loop per request, not one per step: each hand-off costs a thread switch
+both ways, which on a small request is more CPU than the checks themselves. The steps and their errors
+are those the routes ran one by one before (``server.api.inputs``, ``server.serving.idempotency``), in
+the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from server.api.inputs import check_images, check_labels, parse_msgpack
+from server.ledger import StoredTask
+from server.serving.idempotency import Charge, Served, body_hash
+from server.serving.service import QueryService
+from shared.protocol import Endpoint, LogitsRequest, LossRequest
+
+__all__ = ["BatchCall", "serve_batch"]
+
+
+@dataclass(frozen=True)
+class BatchCall:
+    """What the route knows once the body is in: who asks, for which task, through which route."""
+
+    key_id: str
+    request_id: str | None
+    method: str
+    path: str
+    task: StoredTask
+    body: bytes | bytearray
+
+
+def serve_batch(service: QueryService, call: BatchCall, endpoint: Endpoint) -> Served:
+    """Blocks (model, ledger): run in a worker thread. Errors are ``APIError``s, as each step's."""
+    settings, task = service.settings, call.task
+    if endpoint is Endpoint.LOGITS:
+        logits = parse_msgpack(call.body, LogitsRequest)
+        images = check_images(logits.images, service.backend.image_size, settings.max_batch_images)
+        work = partial(service.logits, task, images, call.key_id, logits.precision.value)
+    else:
+        loss = parse_msgpack(call.body, LossRequest)
+        images = check_images(loss.images, service.backend.image_size, settings.max_batch_images)
+        labels = check_labels(loss.labels, len(images), len(task.class_names))
+        kind, gamma, precision = loss.loss.value, loss.focal_gamma, loss.precision.value
+        work = partial(service.loss, task, images, labels, kind, gamma, call.key_id, precision)
+    digest = body_hash(call.method, call.path, call.body)
+    charge = Charge(call.key_id, endpoint, call.request_id, len(call.body), digest)
+    return service.idempotency.serve(charge, work)
