@@ -14,7 +14,7 @@ from functools import partial
 
 from server.api.inputs import check_images, check_labels, parse_msgpack
 from server.ledger import StoredTask
-from server.serving.idempotency import Charge, Served, body_hash
+from server.serving.idempotency import Served, charge_for
 from server.serving.service import QueryService
 from shared.protocol import Endpoint, LogitsRequest, LossRequest
 
@@ -46,6 +46,5 @@ def serve_batch(service: QueryService, call: BatchCall, endpoint: Endpoint) -> S
         labels = check_labels(loss.labels, len(images), len(task.class_names))
         kind, gamma, precision = loss.loss.value, loss.focal_gamma, loss.precision.value
         work = partial(service.loss, task, images, labels, kind, gamma, call.key_id, precision)
-    digest = body_hash(call.method, call.path, call.body)
-    charge = Charge(call.key_id, endpoint, call.request_id, len(call.body), digest)
+    charge = charge_for(call.key_id, endpoint, call.request_id, call.method, call.path, call.body)
     return service.idempotency.serve(charge, work)

@@ -23,7 +23,7 @@ from server.api.state import AppState
 from server.api.usage import usage_by_period, usage_from_ledger
 from server.errors import APIError, error_responses
 from server.ledger import Ledger
-from server.serving.idempotency import Charge, Served, body_hash
+from server.serving.idempotency import Served, charge_for
 from server.serving.service import QueryService
 from server.serving.tasks import check_task
 from shared.protocol import (
@@ -129,13 +129,6 @@ def served_response(served: Served) -> Response:
     return Response(served.answer.content, media_type=served.answer.media_type, headers=headers)
 
 
-def _charge(
-    request: Request, key_id: str, endpoint: Endpoint, rid: str | None, body: bytes | bytearray
-) -> Charge:
-    digest = body_hash(request.method, request.url.path, body)
-    return Charge(key_id, endpoint, rid, len(body), digest)
-
-
 async def _body(
     request: Request, state: AppState, key_id: str, content_type: str, limit: int
 ) -> bytes | bytearray:
@@ -199,7 +192,7 @@ async def register_task(
     body = await _body(request, state, key_id, "application/json", limits.max_task_bytes)
     task_request = await run_in_threadpool(parse_json, body, TaskRequest)
     check_task(task_request, limits)  # before any text is formatted or tokenised
-    charge = _charge(request, key_id, Endpoint.TASKS, rid, body)
+    charge = charge_for(key_id, Endpoint.TASKS, rid, request.method, request.url.path, body)
     served = await run_in_threadpool(
         service.idempotency.serve, charge, partial(service.register_task, task_request, key_id)
     )

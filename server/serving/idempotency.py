@@ -29,7 +29,16 @@ from server.ledger import (
 from server.settings import ServerSettings
 from shared.protocol import Endpoint, ErrorCode, cost_of
 
-__all__ = ["Charge", "Idempotency", "Served", "Work", "body_hash", "quota_error", "task_limit_error"]
+__all__ = [
+    "Charge",
+    "Idempotency",
+    "Served",
+    "Work",
+    "body_hash",
+    "charge_for",
+    "quota_error",
+    "task_limit_error",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,13 @@ def body_hash(method: str, path: str, body: bytes | bytearray) -> str:
     digest = hashlib.sha256(f"{method} {path}\n".encode())
     digest.update(body)
     return digest.hexdigest()
+
+
+def charge_for(
+    key_id: str, endpoint: Endpoint, request_id: str | None, method: str, path: str, body: bytes | bytearray
+) -> Charge:
+    """The charge of one request: its payer, endpoint, id, body size and ``body_hash``."""
+    return Charge(key_id, endpoint, request_id, len(body), body_hash(method, path, body))
 
 
 class Idempotency:
