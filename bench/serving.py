@@ -173,10 +173,10 @@ def throughput_table(cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace section (b) of ``path`` (other sections, e.g. the client's (a), are kept)."""
+def write_section(path: Path, text: str, section: str = SECTION) -> None:
+    """Replace ``section`` of ``path``, from its heading to the next ``## `` (the others are kept)."""
     old = path.read_text() if path.exists() else "# Throughput (ISSUE 11)\n"
-    head, _, rest = old.partition(SECTION)
+    head, _, rest = old.partition(section)
     tail = rest[rest.index("\n## ") :] if "\n## " in rest else ""
     path.write_text(head.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n" + tail)
 

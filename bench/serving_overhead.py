@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from _clients import DIGIT_TASK, MSGPACK_HEADERS, connection, images_body, run_clients
+from serving import write_section
 
 from client.local_server import LocalServer, free_port
 from shared.protocol import Routes
@@ -210,9 +211,10 @@ def start_server(workdir: Path, model: str, checkout: Path | None) -> LocalServe
     return LocalServer(flags, env=env, log_path=workdir / "server.log", launcher=launcher).start()
 
 
-def run_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[Cell], Counter[str]]:
+def run_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[Cell], Counter[str], int]:
     """Each cell on each server in turn (the baseline's, then this checkout's), so that both see the
-    machine in the same state; then the profile of this checkout's."""
+    machine in the same state; then the profile of this checkout's. Returns the cells, the profile
+    by layer and the servers' image size."""
     names = {"blackvip-server": None}
     if args.baseline is not None:
         names = {f"blackvip-server at {args.baseline_name}": args.baseline, **names}
@@ -233,7 +235,7 @@ def run_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[Cell], Co
         if args.profile_seconds > 0 and shutil.which("py-spy"):
             url, pid, path = targets["blackvip-server"]
             layers = profile(url, pid, path, size, args.profile_seconds, workdir / "profile.txt")
-        return cells, layers
+        return cells, layers, size
     finally:
         for server in servers.values():
             server.stop()
@@ -316,20 +318,12 @@ def tables(cells: list[Cell], layers: Counter[str]) -> list[str]:
     return lines
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace section (d) of ``path``, keeping the others."""
-    old = path.read_text() if path.exists() else "# Throughput\n"
-    head, _, rest = old.partition(SECTION)
-    tail = rest[rest.index("\n## ") :] if "\n## " in rest else ""
-    path.write_text(head.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n" + tail)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.sched_setaffinity(0, {LOAD_CORE})  # the load generator's core; the servers get SERVER_CORE
     with tempfile.TemporaryDirectory() as tmp:
-        cells, layers = run_servers(args, Path(tmp))
-        cells += run_echo(args, size=32 if args.model == "toy-digits" else 224)
+        cells, layers, size = run_servers(args, Path(tmp))
+        cells += run_echo(args, size)  # the same bodies as the server's cells
     command = "python bench/serving_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join(
         [
@@ -343,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(text)
     if args.out:
-        write_section(args.out, text)
+        write_section(args.out, text, SECTION)
     return 0
 
 
