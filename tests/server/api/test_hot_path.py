@@ -10,7 +10,7 @@ import pytest
 
 from shared.protocol import Routes
 from tests.helpers import random_images
-from tests.server.api.test_api import ALICE, BOB, error_of, images_payload, post_msgpack, task_id  # noqa: F401
+from tests.server.api.test_api import BOB, error_of, images_payload, post_msgpack, task_id  # noqa: F401
 
 
 @pytest.fixture
@@ -55,4 +55,3 @@ def test_errors_keep_their_order(api, task_id: str) -> None:  # noqa: F811
     bad_labels = images_payload(random_images(2, "uint8", seed=5), labels=[0, 99])
     assert error_of(post_msgpack(api, route, bad_labels))[:2] == (422, "invalid_labels")
     assert error_of(post_msgpack(api, route, [1, 2]))[:2] == (400, "malformed_body")
-    assert ALICE  # the owner's key is the default of post_msgpack
