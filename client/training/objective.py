@@ -1,9 +1,12 @@
 """The loss oracle over HTTP: candidate parameter vectors -> prompted batches -> server losses.
 
-All candidates of one optimiser step are packed into as few requests as the server's limits
-(images per request, bytes per request) allow. With ``in_flight`` > 1 up to that many requests are
-outstanding while the next candidate's images are built; the requests, their boundaries and the
-assembled losses are the same as one at a time, so training is bit-identical either way.
+One at a time (``in_flight`` 1), all candidates of an optimiser step are packed into as few requests
+as the server's limits (images per request, bytes per request) allow. With ``in_flight`` > 1 a request
+holds at most one candidate's batch, whatever the server's limit, so that up to ``in_flight`` requests
+are outstanding while the next candidate's images are built: a step that would fit in one request
+still gives the client and the server work to overlap. The images, their order and the assembled losses
+are the same either way; a server that pads its forwards to fixed sizes (its default) answers a row
+with the same bits whatever it was sent with, so training is bit-identical either way.
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ class RemoteLoss:
         self.eval_precision = evaluation_precision(info)  # for ``logits`` (evaluation) only
         self._pool = ThreadPoolExecutor(in_flight, "oracle") if in_flight > 1 else None
 
+    def request_images(self, batch: int) -> int:
+        """Images per training request for candidates of ``batch`` images (see the module's docstring)."""
+        return self.images_per_request if self.in_flight <= 1 else min(self.images_per_request, batch)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -73,7 +80,7 @@ class RemoteLoss:
             if not all(bool(torch.isfinite(vector).all()) for vector in candidates):
                 raise FloatingPointError("a candidate holds NaN/Inf values (the parameters overflowed)")
             batches = (_prompted(prompter, vector, pixels, prepared) for vector in candidates)
-            losses, correct = self.query_stream(_requests(batches, labels, self.images_per_request))
+            losses, correct = self.query_stream(_requests(batches, labels, self.request_images(len(labels))))
             n = len(labels)
             return [
                 Evaluation(

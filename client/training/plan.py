@@ -176,7 +176,10 @@ def plan_job(config: TrainConfig, size: DataSize, limits: Limits) -> PlanRow:
     steps = config.total_steps(size.train_images) if forwards else 0
     batch = min(config.batch_size, size.train_images)  # the sampler clamps the batch to the set
     train_images = steps * forwards * batch
-    train_requests = 1 + steps * math.ceil(forwards * batch / per_request)  # + the task registration
+    if config.in_flight > 1:  # the pipelined oracle sends at most one candidate per request
+        train_requests = 1 + steps * forwards * math.ceil(batch / per_request)
+    else:
+        train_requests = 1 + steps * math.ceil(forwards * batch / per_request)  # + the registration
     evaluations = 1 + ((1 + steps // config.eval_every) if config.eval_every and steps else 0)
     eval_images = eval_requests = cost = None
     if size.eval_images is not None:

@@ -108,7 +108,11 @@ def test_requests_in_flight_train_bit_identically_and_resume_exactly(server, dat
     every = ("--checkpoint-every", "2")
     one = train(server, dataset, tmp_path / "one", "--steps", "4", *every)
     three = train(server, dataset, tmp_path / "three", "--steps", "4", *every, "--in-flight", "3")
-    assert one["train"] == three["train"]  # the same requests, images and bytes
+    # the same images; in flight, one candidate's 12 images a request (10 a step) so that the client
+    # builds the next candidate while the server answers, where one at a time packs 3 requests of 40
+    assert one["train"]["images"] == three["train"]["images"] == 4 * PER_STEP
+    assert one["train"]["cost"] == three["train"]["cost"]
+    assert (one["train"]["requests"], three["train"]["requests"]) == (4 * 3 + 1, 4 * 10 + 1)
     sequential, pipelined = RunDir(tmp_path / "one"), RunDir(tmp_path / "three")
     for name, tensor in sequential.load_checkpoint()["prompter"].items():
         assert torch.equal(pipelined.load_checkpoint()["prompter"][name], tensor), name

@@ -329,6 +329,17 @@ def test_images_per_request_is_the_tighter_limit(dtype: str, expected: int) -> N
     assert loss.images_per_request * per_image < info.max_request_bytes
 
 
+def test_in_flight_requests_hold_at_most_one_candidate_whatever_the_limit() -> None:
+    info = _info(max_batch_images=64, max_request_bytes=10_000_000)
+    sequential = RemoteLoss(None, info, "task", wire_dtype="uint8")  # type: ignore[arg-type]
+    assert [sequential.request_images(batch) for batch in (12, 128)] == [64, 64]
+    piped = RemoteLoss(None, info, "task", wire_dtype="uint8", in_flight=2)  # type: ignore[arg-type]
+    try:
+        assert [piped.request_images(batch) for batch in (12, 128)] == [12, 64]
+    finally:
+        piped.close()
+
+
 def test_a_server_that_takes_not_even_one_image_is_an_error_before_any_query() -> None:
     info = _info(max_batch_images=64, max_request_bytes=200_000)  # less than one float32 image at 224 px
     with pytest.raises(BlackVIPError, match=r"max_request_bytes 200,000: send --wire-dtype uint8, or"):

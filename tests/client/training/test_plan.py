@@ -63,6 +63,16 @@ def test_eurosat_is_the_seeds_6_4_million_images_per_seed() -> None:
     assert plan_job(bar, data_size(bar, None), Limits()).train_images == 5000 * 128 * 6  # q + 1
 
 
+def test_in_flight_plans_one_candidate_a_request() -> None:
+    # eurosat at uint8, 224 px: 445 images fit 64 MiB, so one at a time a step of 10 x 128 is 3 requests;
+    # in flight, each candidate's 128 images travel alone so the client can overlap the server
+    base = {"data": "d", "dataset": "eurosat", "method": "blackvip", "wire_dtype": "uint8"}
+    one, piped = build_config(base), build_config({**base, "in_flight": 2})
+    rows = [plan_job(config, data_size(config, None), Limits()) for config in (one, piped)]
+    assert [row.train_requests for row in rows] == [1 + 5000 * 3, 1 + 5000 * 10]
+    assert rows[0].train_images == rows[1].train_images and rows[0].cost == rows[1].cost
+
+
 def test_default_limits_are_the_servers_defaults() -> None:
     defaults, limits = ServerSettings(), Limits()
     assert limits.max_batch_images == defaults.max_batch_images
