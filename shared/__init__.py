@@ -3,6 +3,7 @@
 Nothing here imports torch: a client-only install needs just numpy, msgpack and pydantic.
 """
 
+from shared.access import Access, AccessLevel, AccessLevelPrice
 from shared.codec import (
     ACCEPTED_IMAGE_DTYPES,
     CodecError,
@@ -41,6 +42,9 @@ from shared.protocol import (
 )
 
 __all__ = [
+    "Access",
+    "AccessLevel",
+    "AccessLevelPrice",
     "ACCEPTED_IMAGE_DTYPES",
     "ERROR_STATUS",
     "MSGPACK_CONTENT_TYPE",

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.access import Access, AccessLevelPrice
 from shared.codec import ACCEPTED_IMAGE_DTYPES, OUTPUT_DTYPE, decode_tensor, encode_tensor
 
 __all__ = [
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 # Major.minor: a client refuses a server whose major differs.
-PROTOCOL_VERSION = "1.5"
+PROTOCOL_VERSION = "1.6"
 MSGPACK_CONTENT_TYPE = "application/msgpack"
 # An idempotency key, scoped to the API key: a retry with the same id and body replays the stored
 # answer (no model call, no second charge); the same id with another body is refused.
@@ -98,6 +99,7 @@ class _Model(BaseModel):
 class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
+    ACCESS_DENIED = "access_denied"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     MALFORMED_BODY = "malformed_body"
@@ -127,6 +129,7 @@ class ErrorCode(StrEnum):
 ERROR_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.ACCESS_DENIED: 403,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.MALFORMED_BODY: 400,
@@ -236,6 +239,8 @@ class InfoResponse(_Model):
     replay_ttl_s: float  # how long the answer itself is kept for a replay
     serving: ServingInfo | None = None  # absent from servers older than protocol 1.2
     connections: ConnectionLimits | None = None  # absent from servers older than protocol 1.4
+    # the access levels this server offers and their prices (shared.access); older than 1.6: logits only
+    access_levels: list[AccessLevelPrice] | None = None
 
 
 class ServingInfo(_Model):
@@ -262,6 +267,7 @@ class TaskRequest(_Model):
 
     class_names: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
     templates: Annotated[list[str], Field(min_length=1)] = ["a photo of a {}."]
+    access: Access = Field(default_factory=Access, description="what the task's answers reveal (1.6+)")
 
 
 def template_problem(template: str) -> str | None:
@@ -287,6 +293,7 @@ class TaskResponse(_Model):
     num_classes: int
     class_names: list[str]
     templates: list[str]
+    access: Access = Field(default_factory=Access)  # older than 1.6: every task is at level logits
 
 
 class LossKind(StrEnum):
@@ -318,7 +325,16 @@ class LogitsRequest(_Model):
 
 
 class LogitsResponse(_Model):
-    logits: WireTensor = Field(description="(N, C) float32: exp(logit_scale) * cosine(image, class)")
+    """The fields the task's access level reveals (``shared.access``); the others are absent."""
+
+    logits: WireTensor | None = Field(
+        None, description="level logits: (N, C) float32, exp(logit_scale) * cosine(image, class)"
+    )
+    probabilities: WireTensor | None = Field(
+        None, description="level probabilities: (N, C) float32 softmax; top-k: (N, k), most probable first"
+    )
+    classes: list[list[int]] | None = Field(None, description="level top-k: (N, k) class indices")
+    labels: list[int] | None = Field(None, description="level label: (N,) the predicted class")
 
 
 class LossRequest(_Model):
@@ -353,6 +369,7 @@ class KeyQuota(_Model):
     images_left: int | None = None
     cost_left: float | None = None
     rate_per_s: float | None = None  # requests per second (token bucket)
+    levels: list[str] | None = None  # the access levels this key may register tasks at; None: all offered
 
 
 class UsageResponse(_Model):
