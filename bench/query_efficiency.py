@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial, reduce
 from pathlib import Path
@@ -166,10 +166,10 @@ def run_length(budgets: Sequence[int], per_step: int, label: str) -> dict[str, i
     return {"steps": max(steps), "budget_images": max(budgets), "eval_every": reduce(math.gcd, steps)}
 
 
-def record_ledger(url: str, jobs: Sequence[GridJob]) -> None:
+def record_ledger(url: str, jobs: Sequence[GridJob], key: Callable[[GridJob], str] = job_key) -> None:
     """What the server's ledger charged each finished job's key, per endpoint, into ``ledger.json``."""
     for job in finished_summaries(jobs):
-        with BlackVIPClient(url, job_key(job)) as api:
+        with BlackVIPClient(url, key(job)) as api:
             usage = api.usage()
         counts = {name: usage.by_endpoint[name].model_dump() for name in usage.by_endpoint}
         record = {"key_id": usage.key_id, "by_endpoint": counts, "total": usage.total.model_dump()}

@@ -19,7 +19,15 @@ from client.training.config import TrainConfig
 from client.training.plan import evaluations_per_step
 from client.training.rundir import RunDir, Summary
 
-__all__ = ["ReportInputs", "VariantRuns", "load_runs", "render", "write_report"]
+__all__ = [
+    "ReportInputs",
+    "VariantRuns",
+    "images_to_reach",
+    "load_runs",
+    "mean_std_pct",
+    "render",
+    "write_report",
+]
 
 SELECT_AT = 160_000  # the budget the best variant is chosen at (on val): the target budget
 TARGET_AT = 640_000  # the seed's accuracy there is what the others must reach
@@ -76,7 +84,7 @@ def load_runs(task_dir: Path, name: str) -> VariantRuns | None:
     return VariantRuns(name, [run.read_summary() for run in runs], configs, curves, ledgers, served)
 
 
-def _pct(values: list[float] | None) -> str:
+def mean_std_pct(values: list[float] | None) -> str:
     if values is None:
         return "not run"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -135,7 +143,7 @@ def render_task(task: str, inputs: ReportInputs, runs: dict[str, VariantRuns]) -
     for name, variant in runs.items():
         config = variant.configs[0]
         per_step = evaluations_per_step(TrainConfig.model_validate(config))
-        cells = " | ".join(_pct(variant.at("test", 0 if not per_step else b)) for b in budgets)
+        cells = " | ".join(mean_std_pct(variant.at("test", 0 if not per_step else b)) for b in budgets)
         lines.append(
             f"| {name} | {len(variant.summaries)} | {_settings(config)} | {per_step} | {cells} | "
             f"{images_to_reach(variant, target) if per_step else '-'} |"
@@ -146,7 +154,7 @@ def render_task(task: str, inputs: ReportInputs, runs: dict[str, VariantRuns]) -
     full = max(len(variant.summaries) for variant in runs.values())  # fewer seeds: a screening run
     for name, variant in runs.items():
         trained = variant.configs[0]["method"] != "zeroshot"
-        cells = " | ".join(_pct(variant.at("val", b if trained else 0)) for b in budgets)
+        cells = " | ".join(mean_std_pct(variant.at("val", b if trained else 0)) for b in budgets)
         lines.append(f"| {name} | {cells} |")
         at_select = variant.at("val", SELECT_AT)
         if name not in ("seed", "zeroshot") and at_select is not None and len(variant.summaries) == full:
