@@ -5,6 +5,7 @@ Never imports open_clip: the model's parameters are out of reach by construction
 """
 
 from client._exceptions import (
+    AccessDeniedError,
     APIStatusError,
     AuthenticationError,
     BadRequestError,
@@ -30,10 +31,15 @@ from client._exceptions import (
     UnsupportedMediaTypeError,
 )
 from client._meter import EndpointCount, QueryMeter
+from client._outputs import Outputs
 from client._retry import RetryPolicy
 from client._sdk import BlackVIPClient, LossResult
+from shared.access import Access, AccessLevel
 
 __all__ = [
+    "Access",
+    "AccessDeniedError",
+    "AccessLevel",
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
@@ -48,6 +54,7 @@ __all__ = [
     "TrainingDivergedError",
     "LossResult",
     "NotFoundError",
+    "Outputs",
     "PayloadTooLargeError",
     "ProtocolError",
     "QueryMeter",

@@ -10,6 +10,8 @@ BlackVIPError
 └── APIStatusError              the server answered with its error body (.status, .code, .detail)
     ├── BadRequestError              400
     ├── AuthenticationError          401
+    ├── AccessDeniedError            403 (the task's access level does not answer this route, or the
+    │                                key may not register a task at that level)
     ├── NotFoundError                404
     ├── RequestTimeoutError          408, after retries (the body was sent slower than the server waits)
     ├── RequestInProgressError       409, after retries (the same request id is still being answered)
@@ -37,6 +39,7 @@ from shared.protocol import ERROR_STATUS, ErrorCode
 
 __all__ = [
     "TrainingDivergedError",
+    "AccessDeniedError",
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
@@ -120,6 +123,11 @@ class AuthenticationError(APIStatusError):
     pass
 
 
+class AccessDeniedError(APIStatusError):
+    """403: the task's access level does not reveal what was asked (``shared.access``), or the key
+    may not use the level; never retried."""
+
+
 class NotFoundError(APIStatusError):
     pass
 
@@ -179,6 +187,7 @@ _GATEWAY_STATUSES = (502, 504)
 _CLASS_FOR_CODE: dict[ErrorCode, type[APIStatusError]] = {
     ErrorCode.MALFORMED_BODY: BadRequestError,
     ErrorCode.UNAUTHORIZED: AuthenticationError,
+    ErrorCode.ACCESS_DENIED: AccessDeniedError,
     ErrorCode.NOT_FOUND: NotFoundError,
     ErrorCode.REQUEST_IN_PROGRESS: RequestInProgressError,
     ErrorCode.REPLAY_EXPIRED: ReplayExpiredError,

@@ -31,7 +31,9 @@ from client._exceptions import (
     error_for_status,
 )
 from client._meter import QueryMeter
+from client._outputs import Outputs, outputs_from
 from client._retry import RetryPolicy
+from shared.access import Access
 from shared.codec import CodecError, pack, unpack
 from shared.protocol import (
     MSGPACK_CONTENT_TYPE,
@@ -56,7 +58,7 @@ from shared.protocol import (
     WireTensor,
 )
 
-__all__ = ["BlackVIPClient", "LossResult"]
+__all__ = ["BlackVIPClient", "LossResult", "Outputs"]
 
 RequestModel = TypeVar("RequestModel", TaskRequest, LogitsRequest, LossRequest)
 
@@ -122,11 +124,16 @@ class BlackVIPClient:
         self._info = info
         return info
 
-    def register_task(self, class_names: list[str], templates: list[str] | None = None) -> TaskResponse:
-        request = _build(
-            TaskRequest, class_names=class_names, **({"templates": templates} if templates else {})
-        )
-        body = request.model_dump_json().encode()
+    def register_task(
+        self, class_names: list[str], templates: list[str] | None = None, access: Access | None = None
+    ) -> TaskResponse:
+        """A task over ``class_names``; ``access`` (protocol 1.6+) says what its answers reveal. The
+        default level (logits, no blurs) sends no field, so a server older than 1.6 accepts the request."""
+        fields: dict[str, Any] = {"templates": templates} if templates else {}
+        if access is not None and access != Access():
+            fields["access"] = access
+        request = _build(TaskRequest, class_names=class_names, **fields)
+        body = request.model_dump_json(exclude=None if "access" in fields else {"access"}).encode()
         response = self._charged(Endpoint.TASKS, Routes.TASKS, body, "application/json", images=0)
         return _parse_json(response, TaskResponse)
 
@@ -136,15 +143,33 @@ class BlackVIPClient:
     def logits(
         self, task_id: str, images: np.ndarray, precision: RequestPrecision | str | None = None
     ) -> np.ndarray:
-        """Logits (N, C) float32 for images (N, 3, H, W): float32/float16 in [0, 1] or uint8.
+        """Logits (N, C) float32 for images (N, 3, H, W): float32/float16 in [0, 1] or uint8, of a task
+        at access level logits (another level's answer raises ProtocolError: use ``outputs``).
         ``precision`` "fp32" asks float32 forwards of a server that serves at fp16/bf16 (evaluation);
         None or "serving" sends no field, so a server older than protocol 1.5 accepts the request."""
+        outputs = self.outputs(task_id, images, precision)
+        if outputs.logits is None:
+            level = outputs.level.value if outputs.level is not None else "unknown"
+            raise ProtocolError(
+                f"task {task_id} answered no logits: it is at access level {level}; use outputs()"
+            )
+        return outputs.logits
+
+    def outputs(
+        self, task_id: str, images: np.ndarray, precision: RequestPrecision | str | None = None
+    ) -> Outputs:
+        """What the logits route reveals of the images at the task's access level (``shared.access``):
+        logits, probabilities, top-k classes and probabilities, or labels (``precision``: as ``logits``)."""
         images = np.asarray(images)
         request = _build(LogitsRequest, images=WireTensor.from_numpy(images), **_precision(precision))
         body = pack(_dump(request))
         path = Routes.LOGITS.format(task_id=task_id)
         response = self._charged(Endpoint.LOGITS, path, body, MSGPACK_CONTENT_TYPE, images=len(images))
-        return _decode(response, LogitsResponse, _parse_msgpack(response, LogitsResponse).logits)
+        parsed = _parse_msgpack(response, LogitsResponse)
+        try:
+            return outputs_from(parsed, lambda wire: _decode(response, LogitsResponse, wire))
+        except ValueError as exc:
+            raise _not_a(response, LogitsResponse, exc) from exc
 
     def loss(
         self,

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.access import LEVELS_WITH_LOSS, MAX_DECIMALS, MAX_NOISE_STD, Access, AccessLevel
+
 __all__ = [
     "DEFAULT_STEPS",
     "LOW_RANK_ROWS",
@@ -56,6 +58,12 @@ ENCODER_HELP = (
     "biased_mnist_*) set mae, the seed's (MAE ViT-B/16: the hub or --encoder-path). Without one of them "
     "the default is random-pooled, an offline toy encoder that is not the seed's, because mae needs "
     "weights that a machine without the hub lacks; pass --encoder mae for the seed's Coordinator"
+)
+
+
+ACCESS_HELP = (
+    "what the task's answers reveal: logits and loss train on the server's /loss; probabilities, top-k "
+    "(with --top-k) and label train on losses the client computes from them (cross-entropy, so not bar)"
 )
 
 
@@ -117,6 +125,17 @@ class TrainConfig(BaseModel):
     min_lr: float = 0.1
     rgf_beta: float = 0.01
     focal_gamma: float = 2.0
+    # what the task's answers reveal (shared.access); part of the job: a resume may not change them
+    access_level: Literal["logits", "loss", "probabilities", "top-k", "label"] = Field(
+        "logits", description=ACCESS_HELP
+    )
+    top_k: int | None = Field(None, ge=1, le=1000, description="classes revealed at --access-level top-k")
+    access_decimals: int | None = Field(
+        None, ge=0, le=MAX_DECIMALS, description="the server rounds revealed scores to this many decimals"
+    )
+    access_noise_std: float | None = Field(
+        None, gt=0, le=MAX_NOISE_STD, description="Gaussian noise the server adds to the logits"
+    )
     # plumbing
     wire_dtype: Literal["float32", "float16", "uint8"] = "float32"
     # loss requests outstanding while the next candidate is built (1: one at a time); the results are
@@ -140,7 +159,25 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"--subspace-rank needs --subspace-dim of at least {LOW_RANK_ROWS} (its matrix's rows)"
             )
+        if self.access_level == "top-k" and self.top_k is None:
+            raise ValueError("--access-level top-k needs --top-k, the number of classes revealed")
+        if self.access_level != "top-k" and self.top_k is not None:
+            raise ValueError(f"--top-k is for --access-level top-k, not {self.access_level}")
+        if self.method == "bar" and AccessLevel(self.access_level) not in LEVELS_WITH_LOSS:
+            raise ValueError(
+                f"bar trains on the focal loss, which only the server's /loss computes: --access-level "
+                f"{self.access_level} refuses it (use logits or loss)"
+            )
         return self
+
+    def access(self) -> Access:
+        """The access the job's task is registered at."""
+        return Access(
+            level=AccessLevel(self.access_level),
+            k=self.top_k,
+            decimals=self.access_decimals,
+            noise_std=self.access_noise_std,
+        )
 
     def saved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

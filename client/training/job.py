@@ -9,6 +9,7 @@ from typing import Any
 
 from client._exceptions import BlackVIPError
 from client._meter import QueryMeter
+from client.training.access import check_offered, level_price
 from client.training.config import RESUMABLE, TrainConfig, batches_per_epoch
 from client.training.inputs import Inputs, load_inputs
 from client.training.methods import Method, build_method, method_input_size
@@ -48,7 +49,7 @@ class Job:
         self.run.save_checkpoint(checkpoint or self.checkpoint())
 
     def cost(self, images: int) -> float:
-        return cost_of(images, self.session.info.price_per_1k_images)
+        return cost_of(images, level_price(self.session.info, self.config.access().level))
 
     def stop_reason(self, per_step_images: int) -> str | None:
         config, spent = self.config, self.session.train_api.meter.images
@@ -95,7 +96,9 @@ def start_job(config: TrainConfig, resume: bool, evaluation_only: bool = False) 
     method = build_method(config, session.info, total_steps)
     info = session.info
     images_per_request(info.image_size, config.wire_dtype, info.max_batch_images, info.max_request_bytes)
-    task_id = session.register_task(inputs.class_names, config.templates)
+    access = config.access()
+    check_offered(info, access)
+    task_id = session.register_task(inputs.class_names, config.templates, access)
     state = TrainState(config, method.prompter.train(), method.optimizer, len(inputs.train))
     remote = RemoteLoss(
         session.train_api,
@@ -105,6 +108,8 @@ def start_job(config: TrainConfig, resume: bool, evaluation_only: bool = False) 
         config.focal_gamma,
         config.wire_dtype,
         config.in_flight,
+        access=session.access,
+        num_classes=session.num_classes,
     )
     job = Job(config, run, session, inputs, method, state, remote, total_steps)
     if saved is not None:

@@ -179,15 +179,23 @@ def _log_evaluations(job: Job, evals: IO[str], scalars: ScalarLog) -> None:
 def _evaluate_all(job: Job) -> dict[str, dict[str, Any]]:
     session = job.session
     assert session.task_id is not None
-    remote = RemoteLoss(session.eval_api, session.info, session.task_id, wire_dtype=job.config.wire_dtype)
+    remote = RemoteLoss(
+        session.eval_api,
+        session.info,
+        session.task_id,
+        wire_dtype=job.config.wire_dtype,
+        access=session.access,
+        num_classes=session.num_classes,
+    )
     results = {}
     for split, images in job.inputs.evals.items():
         results[split] = evaluate(remote, job.state.prompter, images, job.config.eval_batch).as_dict()
+        f1 = results[split]["macro_f1"]  # None at access level loss: no predictions to score
         log.info(
-            "%s accuracy %.4f, macro-F1 %.4f over %d images",
+            "%s accuracy %.4f, macro-F1 %s over %d images",
             split,
             results[split]["accuracy"],
-            results[split]["macro_f1"],
+            "n/a" if f1 is None else f"{f1:.4f}",
             len(images),
         )
     return results

@@ -7,6 +7,11 @@ are outstanding while the next candidate's images are built: a step that would f
 still gives the client and the server work to overlap. The images, their order and the assembled losses
 are the same either way; a server that pads its forwards to fixed sizes (its default) answers a row
 with the same bits whatever it was sent with, so training is bit-identical either way.
+
+The task's access level (``shared.access``) decides where the losses come from: at ``logits`` and
+``loss`` the server's ``/loss`` computes them (as always); at ``probabilities``, ``top-k`` and ``label``
+the logits route answers what the level reveals and ``client.training.levels`` computes them (cross-
+entropy only: the focal loss needs the logits). The requests carry the same images either way.
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from client._outputs import Outputs, concat_outputs
 from client._sdk import BlackVIPClient, LossResult
+from client.training import levels
+from client.training.config import ConfigError
 from client.training.pipeline import ordered_map
 from client.training.plan import images_per_request
 from client.training.prompters import Prompter
 from client.training.zo import Evaluation, LossOracle
+from shared.access import LEVELS_WITH_LOSS, Access, AccessLevel
 from shared.protocol import InfoResponse, LossKind, RequestPrecision
 
 __all__ = ["RemoteLoss", "evaluation_precision", "to_wire"]
@@ -52,7 +61,15 @@ class RemoteLoss:
         focal_gamma: float = 2.0,
         wire_dtype: str = "float32",
         in_flight: int = 1,
+        *,
+        access: Access | None = None,
+        num_classes: int | None = None,
     ) -> None:
+        """``access``: the task's (default: level logits); ``num_classes``: its C, needed at top-k."""
+        self.access = access or Access()
+        self.num_classes = num_classes
+        _check_level(self.access, loss_kind, num_classes)
+        self.floor = levels.probability_floor(self.access.decimals)
         self.api, self.task_id = api, task_id
         self.loss_kind, self.focal_gamma, self.wire_dtype = loss_kind, focal_gamma, wire_dtype
         self.images_per_request = images_per_request(
@@ -104,6 +121,31 @@ class RemoteLoss:
         ]
         return np.concatenate(chunks)
 
+    def outputs(self, images: torch.Tensor) -> Outputs:
+        """What the task's level reveals of any number of images, split to fit the limits (evaluation
+        only, at ``eval_precision`` as ``logits``)."""
+        step = self.images_per_request
+        return concat_outputs(
+            [
+                self.api.outputs(
+                    self.task_id, to_wire(images[s : s + step], self.wire_dtype), self.eval_precision
+                )
+                for s in range(0, len(images), step)
+            ]
+        )
+
+    def eval_losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Cross-entropy losses (N,) and correctness from the server's ``/loss`` at ``eval_precision``
+        (evaluation at level ``loss``, whose logits route is refused)."""
+        step, answers = self.images_per_request, []
+        for s in range(0, len(images), step):
+            wire = to_wire(images[s : s + step], self.wire_dtype)
+            answers.append(
+                self.api.loss(self.task_id, wire, labels[s : s + step].numpy(), precision=self.eval_precision)
+            )
+        losses = np.concatenate([answer.losses.astype(np.float64) for answer in answers])
+        return losses, np.concatenate([answer.correct for answer in answers])
+
     def query(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Per-image losses and correctness for any number of images, split to fit the limits."""
         step = self.images_per_request
@@ -120,9 +162,33 @@ class RemoteLoss:
 
     def _loss(self, request: tuple[torch.Tensor, torch.Tensor]) -> LossResult:
         images, labels = request
-        return self.api.loss(
-            self.task_id, to_wire(images, self.wire_dtype), labels.numpy(), self.loss_kind, self.focal_gamma
+        if self.access.level in LEVELS_WITH_LOSS:
+            return self.api.loss(
+                self.task_id,
+                to_wire(images, self.wire_dtype),
+                labels.numpy(),
+                self.loss_kind,
+                self.focal_gamma,
+            )
+        outputs = self.api.outputs(self.task_id, to_wire(images, self.wire_dtype))
+        truth = labels.numpy()
+        return LossResult(
+            losses=levels.losses(outputs, truth, self.num_classes, self.floor),
+            correct=levels.correct(outputs, truth),
         )
+
+
+def _check_level(access: Access, loss_kind: LossKind, num_classes: int | None) -> None:
+    """Refuse, before any query, what the client cannot compute at the task's level."""
+    if access.level in LEVELS_WITH_LOSS:
+        return
+    if LossKind(loss_kind) is not LossKind.CROSS_ENTROPY:
+        raise ConfigError(
+            f"the {LossKind(loss_kind).value} loss is computed by the server's /loss, which access level "
+            f"{access.level.value} refuses; at that level the client computes cross-entropy only"
+        )
+    if access.level is AccessLevel.TOP_K and num_classes is None:
+        raise ConfigError("access level top-k needs the task's number of classes (num_classes)")
 
 
 def _prompted(

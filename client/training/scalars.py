@@ -101,7 +101,8 @@ class ScalarLog:
             return
         self._evaluated.add((split, step))
         for name in EVAL_METRICS:
-            self._scalar(f"{split}/{name}", metrics[name], step)
+            if metrics.get(name) is not None:  # macro_f1 is None at access level loss
+                self._scalar(f"{split}/{name}", metrics[name], step)
 
     def _scalar(self, tag: str, value: float, step: int) -> None:
         if self._writer is None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from client._exceptions import ProtocolError
 from client._retry import RetryPolicy
 from client._sdk import BlackVIPClient
 from client.training.config import TrainConfig
-from shared.protocol import InfoResponse
+from shared.access import Access
+from shared.protocol import InfoResponse, TaskResponse
 
 __all__ = ["Session", "open_session", "retry_policy_for"]
 
@@ -29,11 +31,29 @@ class Session:
     eval_api: BlackVIPClient
     info: InfoResponse
     task_id: str | None = None
+    task: TaskResponse | None = None  # as registered: its number of classes and access
 
-    def register_task(self, class_names: list[str], templates: list[str]) -> str:
+    def register_task(
+        self, class_names: list[str], templates: list[str], access: Access | None = None
+    ) -> str:
         prompts = [name.replace("_", " ") for name in class_names]
-        self.task_id = self.train_api.register_task(prompts, templates).task_id
+        task = self.train_api.register_task(prompts, templates, access)
+        if task.access != (access or Access()):  # trained at another level, the run would mislead
+            raise ProtocolError(
+                f"task {task.task_id} was registered at access {task.access.describe()}, "
+                f"not the {(access or Access()).describe()} asked"
+            )
+        self.task, self.task_id = task, task.task_id
         return self.task_id
+
+    @property
+    def access(self) -> Access:
+        """The registered task's access (level logits before a task is registered)."""
+        return self.task.access if self.task is not None else Access()
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.task.num_classes if self.task is not None else None
 
     def close(self) -> None:
         self.train_api.close()
