@@ -16,6 +16,7 @@ from typing import Annotated, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from server.access_flags import add_level_price_flag, parse_access_levels
 from server.ledger.db import LedgerUnavailableError, check_ledger_target, is_postgres_url, redact_url
 from shared.access import AccessLevel, AccessLevelPrice
 from shared.protocol import ConnectionLimits, TaskLimits
@@ -27,9 +28,7 @@ __all__ = [
     "hash_api_key",
     "ledger_label",
     "ledger_target",
-    "parse_access_levels",
     "parse_args",
-    "parse_level_price",
     "shipped_weights",
 ]
 
@@ -174,8 +173,8 @@ class ServerSettings(BaseModel):
     @property
     def level_price_list(self) -> list[AccessLevelPrice]:
         """The levels offered with their prices, as ``/v1/info`` lists them."""
-        return [AccessLevelPrice(level=level, price_per_1k_images=self.price_for(level)) for level in
-                self.access_levels]  # fmt: skip
+        levels = self.access_levels
+        return [AccessLevelPrice(level=level, price_per_1k_images=self.price_for(level)) for level in levels]
 
     @property
     def connection_limits(self) -> ConnectionLimits:
@@ -243,36 +242,6 @@ def is_loopback(host: str) -> bool:
 
 def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _level(text: str) -> AccessLevel:
-    try:
-        return AccessLevel(text.strip())
-    except ValueError:
-        known = ", ".join(level.value for level in AccessLevel)
-        raise argparse.ArgumentTypeError(f"no access level {text.strip()!r} (levels: {known})") from None
-
-
-def parse_access_levels(text: str) -> tuple[AccessLevel, ...]:
-    """``logits,top-k``: access levels, comma-separated."""
-    return tuple(_level(part) for part in text.split(",") if part.strip())
-
-
-def parse_level_price(text: str) -> tuple[AccessLevel, float]:
-    """``LEVEL=PRICE``: a level's price per 1,000 images."""
-    name, sep, price = text.partition("=")
-    try:
-        value = float(price)
-    except ValueError:
-        value = float("nan")
-    if not sep or not (value >= 0.0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"not LEVEL=PRICE with a price >= 0: {text!r} (e.g. label=0.2)")
-    return _level(name), value
-
-
-def _level_prices(text: str) -> list[tuple[AccessLevel, float]]:
-    """``BLACKVIP_LEVEL_PRICES``: ``LEVEL=PRICE`` pairs, comma-separated."""
-    return [parse_level_price(part) for part in text.split(",") if part.strip()]
 
 
 def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ServerSettings:
@@ -409,21 +378,11 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 
 def _add_level_prices(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
-    """``--level-price LEVEL=PRICE``, repeatable: flags are added to the pairs from the env var."""
     env_name = ENV_PREFIX + "LEVEL_PRICES"
     try:
-        default = _level_prices(env.get(env_name, ""))
+        add_level_price_flag(parser, env_name, env.get(env_name, ""))
     except argparse.ArgumentTypeError as exc:
         raise SettingsError(f"environment value not valid: {exc}") from exc
-    parser.add_argument(
-        "--level-price",
-        dest="level_prices",
-        action="append",
-        type=parse_level_price,
-        default=default,
-        metavar="LEVEL=PRICE",
-        help=f"price per 1,000 images at an access level, repeatable (env {env_name}: comma-separated)",
-    )
 
 
 def _from_env(raw: str, options: _FlagOptions) -> object:

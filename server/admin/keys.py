@@ -14,9 +14,10 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from server.access_flags import parse_access_levels
 from server.ledger.interface import KeyLimits, KeyStore, KeyTotals, ManagedKey
 from server.ledger.keys import key_id_for, new_api_key
-from server.settings import hash_api_key, parse_access_levels
+from server.settings import hash_api_key
 
 __all__ = ["KEY_COMMANDS", "add_key_commands", "limit_changes", "parse_rate"]
 
