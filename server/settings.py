@@ -12,11 +12,13 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, TypedDict, Unpack
+from typing import Annotated, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from server.access_flags import add_level_price_flag, parse_access_levels
 from server.ledger.db import LedgerUnavailableError, check_ledger_target, is_postgres_url, redact_url
+from shared.access import AccessLevel, AccessLevelPrice
 from shared.protocol import ConnectionLimits, TaskLimits
 
 __all__ = [
@@ -83,6 +85,10 @@ class ServerSettings(BaseModel):
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # CUDA only (autocast); a CPU stays fp32
     price_per_1k_images: float = Field(1.0, ge=0.0)
     price_per_1k_texts: float = Field(1.0, ge=0.0)  # a text costs an image's compute (ViT-B-32, CPU)
+    # The access levels offered (shared.access) and a price per 1,000 images for any of them that does
+    # not cost price_per_1k_images (a level that reveals less may cost less).
+    access_levels: tuple[AccessLevel, ...] = tuple(AccessLevel)
+    level_prices: dict[AccessLevel, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] = {}
     quota_images: int | None = Field(None, ge=0)
     idempotency_window_s: float = Field(86_400.0, gt=0.0)
     replay_ttl_s: float = Field(900.0, ge=0.0)
@@ -148,6 +154,27 @@ class ServerSettings(BaseModel):
                 f"{REQUEST_OVERHEAD_BYTES // 2**20} MiB of working memory: raise it or lower those"
             )
         return self
+
+    @model_validator(mode="after")
+    def _levels_offered(self) -> ServerSettings:
+        if not self.access_levels or len(set(self.access_levels)) != len(self.access_levels):
+            raise SettingsError("--access-levels must name at least one level, each once")
+        unoffered = [level.value for level in self.level_prices if level not in self.access_levels]
+        if unoffered:
+            raise SettingsError(
+                f"--level-price for {', '.join(unoffered)}, which --access-levels does not offer"
+            )
+        return self
+
+    def price_for(self, level: AccessLevel) -> float:
+        """The price per 1,000 images of a task at ``level``."""
+        return self.level_prices.get(level, self.price_per_1k_images)
+
+    @property
+    def level_price_list(self) -> list[AccessLevelPrice]:
+        """The levels offered with their prices, as ``/v1/info`` lists them."""
+        levels = self.access_levels
+        return [AccessLevelPrice(level=level, price_per_1k_images=self.price_for(level)) for level in levels]
 
     @property
     def connection_limits(self) -> ConnectionLimits:
@@ -235,6 +262,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     values = {k: v for k, v in vars(args).items() if k not in flags_only}
     values["batcher"] = not args.no_batcher
     values["metrics"] = not args.no_metrics
+    values["level_prices"] = dict(args.level_prices)  # a later price for one level wins
     try:
         return ServerSettings(**values, api_key_hashes=frozenset(hash_api_key(k) for k in keys))
     except ValidationError as exc:
@@ -318,6 +346,9 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--price-per-1k-images", "cost charged per 1,000 images", type=float)
     add("--price-per-1k-texts", "cost charged per 1,000 texts encoded (registrations, recomputes)",
         type=float)  # fmt: skip
+    add("--access-levels", "access levels offered, comma-separated (logits, loss, probabilities, top-k, "
+        "label; default: all)", type=parse_access_levels, metavar="L1,L2")  # fmt: skip
+    _add_level_prices(parser, env)
     add("--quota-images", "images each key may send in all (default: no limit)", type=int)
     add("--idempotency-window-s", "how long a request id is remembered and never charged twice", type=float)
     add("--replay-ttl-s", "how long an answer is kept for a replay of its request id", type=float)
@@ -344,6 +375,14 @@ def _build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--access-log", "log a line per request (uvicorn's access log, at info)", action="store_true")
     add("--no-metrics", "do not serve Prometheus metrics at /metrics", action="store_true")
     return parser
+
+
+def _add_level_prices(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    env_name = ENV_PREFIX + "LEVEL_PRICES"
+    try:
+        add_level_price_flag(parser, env_name, env.get(env_name, ""))
+    except argparse.ArgumentTypeError as exc:
+        raise SettingsError(f"environment value not valid: {exc}") from exc
 
 
 def _from_env(raw: str, options: _FlagOptions) -> object:

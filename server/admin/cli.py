@@ -3,10 +3,11 @@ ledger directly (``--ledger PATH|URL`` or ``BLACKVIP_LEDGER``, as the server: a 
 ``postgresql://`` URL), with or without a server running on it; a running server sees key changes
 within its ``--keys-refresh-s``.
 
-    blackvip-server keys create --label L [--quota-images N] [--quota-cost X] [--rate R/s]
+    blackvip-server keys create --label L [--quota-images N] [--quota-cost X] [--rate R/s] [--levels L1,L2]
     blackvip-server keys list [--json]
     blackvip-server keys revoke KEY_ID
     blackvip-server keys set-quota KEY_ID [--quota-images N|none] [--quota-cost X|none] [--rate R/s|none]
+                                          [--levels L1,L2|none]
     blackvip-server ledger export [--since ISO] [--until ISO] [--format csv|jsonl] [--key KEY_ID] [--out FILE]
 
 Exit status: 0 done, 1 the ledger or the key cannot be used, 2 bad arguments.
@@ -106,7 +107,7 @@ def admin_main(argv: Sequence[str], env: Mapping[str, str] | None = None, out: T
     parser = _parser(env)
     args = parser.parse_args(argv)
     if args.command == "set-quota" and not limit_changes(args):
-        parser.error("keys set-quota needs --quota-images, --quota-cost or --rate")
+        parser.error("keys set-quota needs --quota-images, --quota-cost, --rate or --levels")
     try:
         with closing(_open(args.ledger, create=args.command == "create")) as ledger:
             if args.group == "keys":

@@ -1,5 +1,6 @@
 """The ``blackvip-server keys`` commands: create (the key is printed once, only its hash is stored),
-list, revoke, set-quota. They work through a ``KeyStore``, so on any ledger backend."""
+list, revoke, set-quota (its limits and the access levels it may register tasks at). They work through
+a ``KeyStore``, so on any ledger backend."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from server.access_flags import parse_access_levels
 from server.ledger.interface import KeyLimits, KeyStore, KeyTotals, ManagedKey
 from server.ledger.keys import key_id_for, new_api_key
 from server.settings import hash_api_key
@@ -24,6 +26,7 @@ KeyCommand = Callable[[KeyStore, argparse.Namespace, TextIO], int]
 _PER = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}
 _UNSET = object()  # a limit set-quota leaves as it is
 MAX_LABEL_CHARS = 200
+_LEVELS_HELP = "access levels the key may register tasks at, comma-separated (default: every level offered)"
 
 
 def parse_rate(text: str) -> float:
@@ -64,6 +67,14 @@ def _label(text: str) -> str:
     return text.strip()
 
 
+def _levels(text: str) -> tuple[str, ...]:
+    """``logits,top-k``: the access levels a key may register tasks at, each once."""
+    levels = parse_access_levels(text)
+    if not levels:
+        raise argparse.ArgumentTypeError("name at least one access level (or none: every level offered)")
+    return tuple(dict.fromkeys(level.value for level in levels))
+
+
 def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse_or_none(text: str) -> Any:
         return None if text.strip().lower() == "none" else parse(text)
@@ -77,6 +88,7 @@ def add_key_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     create.add_argument("--quota-images", type=_count, help="images this key may send in all")
     create.add_argument("--quota-cost", type=_cost, help="cost this key may run up in all")
     create.add_argument("--rate", type=parse_rate, metavar="R/s", help="requests a second (or R/min, R/h)")
+    create.add_argument("--levels", type=_levels, metavar="L1,L2", help=_LEVELS_HELP)
     create.add_argument("--json", action="store_true", help="print the key and its record as JSON")
     listing = commands.add_parser("list", parents=[common], help="label, id, created, quota, usage")
     listing.add_argument("--json", action="store_true")
@@ -87,6 +99,9 @@ def add_key_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     quota.add_argument("--quota-images", type=_or_none(_count), default=_UNSET, metavar="N|none")
     quota.add_argument("--quota-cost", type=_or_none(_cost), default=_UNSET, metavar="X|none")
     quota.add_argument("--rate", type=_or_none(parse_rate), default=_UNSET, metavar="R/s|none")
+    quota.add_argument(
+        "--levels", type=_or_none(_levels), default=_UNSET, metavar="L1,L2|none", help=_LEVELS_HELP
+    )
 
 
 def _iso(moment: float | None) -> str | None:
@@ -107,7 +122,7 @@ def _as_dict(key: ManagedKey, used: KeyTotals) -> dict[str, Any]:
 def _create(store: KeyStore, args: argparse.Namespace, out: TextIO) -> int:
     secret = new_api_key()
     digest = hash_api_key(secret)
-    limits = KeyLimits(args.quota_images, args.quota_cost, args.rate)
+    limits = KeyLimits(args.quota_images, args.quota_cost, args.rate, args.levels)
     key = ManagedKey(key_id_for(digest), digest, args.label, time.time(), None, limits)
     store.create(key)
     if args.json:
@@ -122,6 +137,10 @@ def _limit(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:g}{unit}"
 
 
+def _level_names(levels: list[str] | tuple[str, ...] | None) -> str:
+    return "all" if levels is None else ",".join(levels)
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
@@ -134,13 +153,14 @@ def _list(store: KeyStore, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         print(json.dumps(records, indent=2), file=out)
         return 0
-    rows = [["id", "label", "created", "status", "quota images", "quota cost", "rate",
+    rows = [["id", "label", "created", "status", "quota images", "quota cost", "rate", "levels",
              "requests", "images", "cost"]]  # fmt: skip
     for record in records:
         status = "active" if record["revoked"] is None else f"revoked {record['revoked']}"
         rows.append([
             record["key_id"], record["label"], record["created"], status,
             _limit(record["quota_images"]), _limit(record["quota_cost"]), _limit(record["rate_per_s"], "/s"),
+            _level_names(record["levels"]),
             str(record["requests"]), str(record["images"]), f"{record['cost']:g}",
         ])  # fmt: skip
     print(_table(rows), file=out)
@@ -155,7 +175,12 @@ def _revoke(store: KeyStore, args: argparse.Namespace, out: TextIO) -> int:
 
 def limit_changes(args: argparse.Namespace) -> dict[str, Any]:
     """The limits ``set-quota`` was asked to change, by ``KeyLimits`` field."""
-    given = {"quota_images": args.quota_images, "quota_cost": args.quota_cost, "rate_per_s": args.rate}
+    given = {
+        "quota_images": args.quota_images,
+        "quota_cost": args.quota_cost,
+        "rate_per_s": args.rate,
+        "levels": args.levels,
+    }
     return {name: value for name, value in given.items() if value is not _UNSET}
 
 
@@ -165,7 +190,8 @@ def _set_quota(store: KeyStore, args: argparse.Namespace, out: TextIO) -> int:
     limits = key.limits
     print(
         f"{key.key_id} ({key.label}): quota images {_limit(limits.quota_images)}, "
-        f"quota cost {_limit(limits.quota_cost)}, rate {_limit(limits.rate_per_s, '/s')}",
+        f"quota cost {_limit(limits.quota_cost)}, rate {_limit(limits.rate_per_s, '/s')}, "
+        f"levels {_level_names(limits.levels)}",
         file=out,
     )
     return 0

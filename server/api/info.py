@@ -46,4 +46,5 @@ def info_response(state: AppState, service: QueryService) -> InfoResponse:
             request_precisions=[precision.value for precision in RequestPrecision],
         ),
         connections=settings.connection_limits,
+        access_levels=settings.level_price_list,
     )

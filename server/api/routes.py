@@ -17,14 +17,15 @@ from server.api.batch import BatchCall, serve_batch
 from server.api.body import read_body
 from server.api.info import info_response
 from server.api.inputs import parse_json
-from server.api.openapi import msgpack_answer, msgpack_body
+from server.api.openapi import json_body, msgpack_answer, msgpack_body
 from server.api.rate_limit import rate_limited
 from server.api.state import AppState
 from server.api.usage import usage_by_period, usage_from_ledger
 from server.errors import APIError, error_responses
 from server.ledger import Ledger
+from server.serving.access_policy import refuse_route, refuse_unoffered_level
 from server.serving.idempotency import Served, charge_for
-from server.serving.service import QueryService
+from server.serving.service import QueryService, task_response
 from server.serving.tasks import check_task
 from shared.protocol import (
     MSGPACK_CONTENT_TYPE,
@@ -71,8 +72,9 @@ _CHARGED = (  # request_id, then the idempotency protocol and the charge
     ErrorCode.IDEMPOTENCY_MISMATCH,
     ErrorCode.REPLAY_EXPIRED,
 )
-_BATCH = (  # _batch_call (the task), serve_batch (check_images) and the forward
+_BATCH = (  # _batch_call (the task, its level), serve_batch (check_images) and the forward
     ErrorCode.NOT_FOUND,
+    ErrorCode.ACCESS_DENIED,
     ErrorCode.TOO_MANY_IMAGES,
     ErrorCode.INVALID_TENSOR,
     ErrorCode.INVALID_VALUES,
@@ -137,12 +139,20 @@ async def _body(
 
 
 async def _batch_call(
-    request: Request, state: AppState, service: QueryService, key_id: str, task_id: str, rid: str | None
+    request: Request,
+    state: AppState,
+    service: QueryService,
+    key_id: str,
+    task_id: str,
+    rid: str | None,
+    endpoint: Endpoint,
 ) -> BatchCall:
-    """The task (known to this process: no worker thread), then the body: what ``serve_batch`` needs."""
+    """The task (known to this process: no worker thread), then the body: what ``serve_batch`` needs.
+    A route the task's level does not answer is refused before its body is read."""
     task = service.known_tasks.get(key_id, task_id)
     if task is None:
         task = await run_in_threadpool(service.get_task, key_id, task_id)
+    refuse_route(task.access, endpoint)
     body = await _body(request, state, key_id, MSGPACK_CONTENT_TYPE, state.settings.max_request_bytes)
     return BatchCall(key_id, rid, request.method, request.url.path, task, body)
 
@@ -171,19 +181,13 @@ async def info(state: State, service: Service) -> InfoResponse:
     return info_response(state, service)
 
 
-_TASK_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": TaskRequest.model_json_schema()}},
-    }
-}
-
-
 @router.post(
     Routes.TASKS,
     response_model=TaskResponse,
-    openapi_extra=_TASK_BODY,
-    responses=error_responses(*_KEYED, *_BODY, *_CHARGED, ErrorCode.TASK_LIMIT_REACHED),
+    openapi_extra=json_body(TaskRequest),
+    responses=error_responses(
+        *_KEYED, *_BODY, *_CHARGED, ErrorCode.TASK_LIMIT_REACHED, ErrorCode.ACCESS_DENIED
+    ),
 )
 async def register_task(
     request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
@@ -192,6 +196,7 @@ async def register_task(
     body = await _body(request, state, key_id, "application/json", limits.max_task_bytes)
     task_request = await run_in_threadpool(parse_json, body, TaskRequest)
     check_task(task_request, limits)  # before any text is formatted or tokenised
+    refuse_unoffered_level(task_request.access, state.settings.access_levels)
     charge = charge_for(key_id, Endpoint.TASKS, rid, request.method, request.url.path, body)
     served = await run_in_threadpool(
         service.idempotency.serve, charge, partial(service.register_task, task_request, key_id)
@@ -201,13 +206,7 @@ async def register_task(
 
 @router.get(Routes.TASK, responses=error_responses(*_KEYED, *_LEDGER, ErrorCode.NOT_FOUND))
 def get_task(task_id: str, service: Service, key_id: KeyId) -> TaskResponse:
-    task = service.get_task(key_id, task_id)
-    return TaskResponse(
-        task_id=task.task_id,
-        num_classes=len(task.class_names),
-        class_names=task.class_names,
-        templates=task.templates,
-    )
+    return task_response(service.get_task(key_id, task_id))
 
 
 @router.post(
@@ -219,7 +218,7 @@ def get_task(task_id: str, service: Service, key_id: KeyId) -> TaskResponse:
 async def logits(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
-    call = await _batch_call(request, state, service, key_id, task_id, rid)
+    call = await _batch_call(request, state, service, key_id, task_id, rid, Endpoint.LOGITS)
     return served_response(await run_in_threadpool(serve_batch, service, call, Endpoint.LOGITS))
 
 
@@ -235,7 +234,7 @@ async def logits(
 async def loss(
     task_id: str, request: Request, state: State, service: Service, key_id: KeyId, rid: RequestId
 ) -> Response:
-    call = await _batch_call(request, state, service, key_id, task_id, rid)
+    call = await _batch_call(request, state, service, key_id, task_id, rid, Endpoint.LOSS)
     return served_response(await run_in_threadpool(serve_batch, service, call, Endpoint.LOSS))
 
 

@@ -53,6 +53,7 @@ def usage_from_ledger(
             images_left=quota.images_left,
             cost_left=quota.cost_left,
             rate_per_s=quota.rate_per_s,
+            levels=None if quota.levels is None else list(quota.levels),
         ),
     )
 

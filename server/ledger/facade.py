@@ -37,7 +37,14 @@ from server.ledger.group_commit import GroupCommit
 from server.ledger.keys import SqlKeyStore
 from server.ledger.quota import QuotaExceededError, QuotaState, quota_state
 from server.ledger.reports import SqlReports
-from server.ledger.tasks import StoredTask, TaskLimitError, TaskStoreUsage, insert_task, task_store_usage
+from server.ledger.tasks import (
+    StoredTask,
+    TaskLimitError,
+    TaskStoreUsage,
+    insert_task,
+    stored_access,
+    task_store_usage,
+)
 
 __all__ = [
     "Answer",
@@ -246,8 +253,10 @@ class Ledger:
 
     def load_task(self, task_id: str, key_id: str) -> StoredTask | None:
         rows = self._read(
-            "SELECT class_names, templates FROM tasks WHERE task_id = ? AND key_id = ?", (task_id, key_id)
+            "SELECT class_names, templates, access FROM tasks WHERE task_id = ? AND key_id = ?",
+            (task_id, key_id),
         )
         if not rows:
             return None
-        return StoredTask(task_id, key_id, json.loads(rows[0][0]), json.loads(rows[0][1]))
+        names, templates, access = rows[0]
+        return StoredTask(task_id, key_id, json.loads(names), json.loads(templates), stored_access(access))

@@ -28,11 +28,12 @@ __all__ = [
 @dataclass(frozen=True)
 class KeyLimits:
     """A key's own limits; None: no limit of its own (the server's ``--quota-images`` still applies
-    to images)."""
+    to images; ``levels`` None: every access level the server offers)."""
 
     quota_images: int | None = None
     quota_cost: float | None = None
     rate_per_s: float | None = None
+    levels: tuple[str, ...] | None = None  # the access levels it may register tasks at (shared.access)
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,15 @@ with its totals, in one statement (``server.ledger.quota``)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import astuple
 
 from server.ledger.db import Conn
 from server.ledger.interface import KeyExistsError, KeyLimits, KeyTotals, ManagedKey, UnknownKeyError
 
-__all__ = ["KEY_PREFIX", "SqlKeyStore", "key_id_for", "new_api_key"]
+__all__ = ["KEY_PREFIX", "SqlKeyStore", "key_id_for", "new_api_key", "stored_levels"]
 
 Transaction = Callable[[], AbstractContextManager[Conn]]
 Read = Callable[[str, tuple], list[tuple]]
@@ -30,15 +30,26 @@ def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-_COLUMNS = "key_id, key_hash, label, created, revoked, quota_images, quota_cost, rate_per_s"
+_COLUMNS = "key_id, key_hash, label, created, revoked, quota_images, quota_cost, rate_per_s, levels"
+
+
+def stored_levels(text: str | None) -> tuple[str, ...] | None:
+    """The ``levels`` column: a JSON list of access levels; NULL, every level the server offers."""
+    return None if text is None else tuple(json.loads(text))
+
+
+def _limit_values(limits: KeyLimits) -> tuple:
+    levels = None if limits.levels is None else json.dumps(list(limits.levels))
+    return (limits.quota_images, limits.quota_cost, limits.rate_per_s, levels)
 
 
 def _key(row: tuple) -> ManagedKey:
-    key_id, key_hash, label, created, revoked, quota_images, quota_cost, rate = row
+    key_id, key_hash, label, created, revoked, quota_images, quota_cost, rate, levels = row
     limits = KeyLimits(
         None if quota_images is None else int(quota_images),
         None if quota_cost is None else float(quota_cost),
         None if rate is None else float(rate),
+        stored_levels(levels),
     )
     return ManagedKey(
         key_id, key_hash, label, float(created), None if revoked is None else float(revoked), limits
@@ -60,8 +71,8 @@ class SqlKeyStore:
             if taken:
                 raise KeyExistsError(f"a key with id {key.key_id} or the same hash exists ({taken[0]})")
             db.execute(
-                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key.key_id, key.key_hash, key.label, key.created, key.revoked, *astuple(key.limits)),
+                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key.key_id, key.key_hash, key.label, key.created, key.revoked, *_limit_values(key.limits)),
             )
 
     def load(self) -> list[ManagedKey]:
@@ -80,8 +91,9 @@ class SqlKeyStore:
     def set_limits(self, key_id: str, limits: KeyLimits) -> ManagedKey:
         self._update(
             key_id,
-            "UPDATE api_keys SET quota_images = ?, quota_cost = ?, rate_per_s = ? WHERE key_id = ?",
-            astuple(limits),
+            "UPDATE api_keys SET quota_images = ?, quota_cost = ?, rate_per_s = ?, levels = ?"
+            " WHERE key_id = ?",
+            _limit_values(limits),
         )
         return self.get(key_id)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from server.ledger.db import Conn
+from server.ledger.keys import stored_levels
 
 __all__ = ["COST_TOLERANCE", "QuotaExceededError", "QuotaState", "quota_state", "quota_states"]
 
@@ -42,6 +43,7 @@ class QuotaState:
     images_used: int
     cost_used: float
     rate_per_s: float | None = None
+    levels: tuple[str, ...] | None = None  # the access levels the key may use; None: all offered
 
     def refusal(self, images: int, cost: float) -> QuotaExceededError | None:
         """Why a charge of ``images`` costing ``cost`` would cross a quota, or None."""
@@ -80,13 +82,13 @@ def quota_states(db: Conn, key_ids: Sequence[str], default_images: int | None) -
     return {row[0]: _state(row, default_images) for row in rows}
 
 
-_COLUMNS = "u.images, u.cost, k.key_id, k.quota_images, k.quota_cost, k.rate_per_s"
+_COLUMNS = "u.images, u.cost, k.key_id, k.quota_images, k.quota_cost, k.rate_per_s, k.levels"
 
 
 def _state(row: Sequence, default_images: int | None) -> QuotaState:
-    _, images_used, cost_used, managed, quota_images, quota_cost, rate = row
+    _, images_used, cost_used, managed, quota_images, quota_cost, rate, levels = row
     used = (int(images_used or 0), float(cost_used or 0.0))
     if managed is None:  # a key from --api-keys or --keys-file: the server's image quota only
         return QuotaState(default_images, None, *used)
     images = int(quota_images) if quota_images is not None else default_images
-    return QuotaState(images, quota_cost, *used, rate)
+    return QuotaState(images, quota_cost, *used, rate, stored_levels(levels))

@@ -10,7 +10,10 @@ total as a running figure (``answer_store``, one row) and indexes the rows that 
 so that no charge reads the whole ``idempotency`` table to keep the store under its cap; version 5 keeps
 each key's stored answers' bytes as a running figure too (``answer_store_keys``, indexed by size) and
 indexes the rows that hold an answer of some bytes by key and age, so that a key's answers are kept to
-its share of the store and eviction drops the largest key's oldest (``server.ledger.answer_space``).
+its share of the store and eviction drops the largest key's oldest (``server.ledger.answer_space``);
+version 6 adds a task's access level (``tasks.access``, the ``shared.access.Access`` JSON; NULL, as in
+every task stored before, is level logits) and a managed key's levels (``api_keys.levels``, a JSON list;
+NULL: every level the server offers).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sqlite3
 
 __all__ = ["SCHEMA_VERSION", "SchemaError", "migrate"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class SchemaError(RuntimeError):
@@ -128,6 +131,13 @@ CREATE INDEX IF NOT EXISTS answer_store_keys_by_bytes ON answer_store_keys (byte
 CREATE INDEX IF NOT EXISTS idempotency_answers_by_key ON idempotency (key_id, created) WHERE answer_bytes > 0;
 """
 
+# Version 6: ADD COLUMN is no IF NOT EXISTS statement, so it runs only on a ledger below version 6, and
+# the version is read inside the migration's transaction (two servers opening one file migrate once).
+_V6_COLUMNS = """
+ALTER TABLE tasks ADD COLUMN access TEXT;
+ALTER TABLE api_keys ADD COLUMN levels TEXT;
+"""
+
 _TOTALS = """
 INSERT OR REPLACE INTO key_usage (key_id, requests, images, cost)
     SELECT key_id, COUNT(*), SUM(images), SUM(cost) FROM queries GROUP BY key_id;
@@ -136,14 +146,33 @@ INSERT OR REPLACE INTO key_usage (key_id, requests, images, cost)
 
 def migrate(db: sqlite3.Connection) -> None:
     """Bring ``db`` (autocommit connection) to ``SCHEMA_VERSION`` in one transaction."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise SchemaError(
-            f"the ledger has schema version {version}, newer than this server's {SCHEMA_VERSION}: "
-            "it was written by a newer blackvip-server; upgrade this one, or point --ledger elsewhere"
-        )
-    if version == SCHEMA_VERSION:
+    if _version(db) == SCHEMA_VERSION:  # the usual case, without taking the write lock
         return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(db)  # again, under the lock: another process may have migrated meanwhile
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the ledger has schema version {version}, newer than this server's {SCHEMA_VERSION}: "
+                "it was written by a newer blackvip-server; upgrade this one, or point --ledger elsewhere"
+            )
+        if version < SCHEMA_VERSION:
+            for statement in _script(db, version).split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _script(db: sqlite3.Connection, version: int) -> str:
+    """The statements that bring a ledger at ``version`` (below ``SCHEMA_VERSION``) up to date."""
     if version < 2:
         has_v1 = version == 0 and _table_exists(db, "rejections")
         script = (_FROM_V1.format(tables=_V2_TABLES) if has_v1 else _V2_TABLES) + _TOTALS
@@ -153,17 +182,7 @@ def migrate(db: sqlite3.Connection) -> None:
         script += _V3_TABLES
     if version < 4:
         script += _V4_TABLES
-    script += _V5_TABLES
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in script.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+    return script + _V5_TABLES + _V6_COLUMNS
 
 
 def _table_exists(db: sqlite3.Connection, name: str) -> bool:

@@ -5,7 +5,8 @@ The version is the one row of ``blackvip_schema``. PostgreSQL ledgers begin at v
 schema of the release that added this backend, with the same tables and columns (BIGINT counts,
 DOUBLE PRECISION times and costs, BYTEA answers); a later version adds its step to ``_STEPS`` (version 4:
 the stored answers' running byte total and the index of the rows that hold an answer; version 5: each
-key's running figure and the index of a key's rows that hold an answer). Replicas
+key's running figure and the index of a key's rows that hold an answer; version 6: a task's access
+level and a managed key's levels, ``tasks.access`` and ``api_keys.levels``). Replicas
 that start together migrate one at a time: the migration holds a transaction-scoped advisory lock, and
 DDL is transactional, so each replica finds the schema either absent or complete.
 """
@@ -100,8 +101,13 @@ CREATE INDEX answer_store_keys_by_bytes ON answer_store_keys (bytes);
 CREATE INDEX idempotency_answers_by_key ON idempotency (key_id, created) WHERE answer_bytes > 0;
 """
 
+_V6 = """
+ALTER TABLE tasks ADD COLUMN access TEXT;
+ALTER TABLE api_keys ADD COLUMN levels TEXT;
+"""
+
 # version reached -> the script from the version before it (an empty database is version 0: every step)
-_STEPS: dict[int, str] = {3: _V3, 4: _V4, 5: _V5}
+_STEPS: dict[int, str] = {3: _V3, 4: _V4, 5: _V5, 6: _V6}
 
 
 def schema_version(db: Any) -> int:

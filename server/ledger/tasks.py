@@ -6,16 +6,18 @@ most ``max_tasks_per_key`` of them."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from server.ledger.db import Conn
+from shared.access import Access
 
 __all__ = [
     "StoredTask",
     "TaskLimitError",
     "TaskStoreUsage",
     "insert_task",
+    "stored_access",
     "stored_task_bytes",
     "task_refusal",
     "task_store_usage",
@@ -28,6 +30,7 @@ class StoredTask:
     key_id: str
     class_names: list[str]
     templates: list[str]
+    access: Access = field(default_factory=Access)  # what its answers reveal (shared.access)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,19 @@ def insert_task(db: Conn, task: StoredTask, now: float, max_tasks: int, max_byte
     if refusal is not None:
         raise refusal
     db.execute(
-        "INSERT INTO tasks (task_id, key_id, class_names, templates, created) VALUES (?, ?, ?, ?, ?)",
-        (task.task_id, task.key_id, json.dumps(task.class_names), json.dumps(task.templates), now),
+        "INSERT INTO tasks (task_id, key_id, class_names, templates, created, access)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            task.task_id,
+            task.key_id,
+            json.dumps(task.class_names),
+            json.dumps(task.templates),
+            now,
+            task.access.model_dump_json(exclude_none=True),
+        ),
     )
+
+
+def stored_access(text: str | None) -> Access:
+    """A stored task's ``access`` column: NULL (a task stored before schema version 6) is level logits."""
+    return Access() if text is None else Access.model_validate_json(text)

@@ -62,6 +62,13 @@ class Work:
     batch_passes: int = 0
     texts: int = 0
     new_task: StoredTask | None = None
+    price_per_1k_images: float | None = None  # the task level's price; None: the server's
+
+    def cost(self, settings: ServerSettings) -> float:
+        images_price = (
+            settings.price_per_1k_images if self.price_per_1k_images is None else self.price_per_1k_images
+        )
+        return cost_of(self.images, images_price, self.texts, settings.price_per_1k_texts)
 
 
 @dataclass(frozen=True)
@@ -175,9 +182,7 @@ class Idempotency:
             batch_passes=done.batch_passes,
             bytes=charge.bytes,
             texts=done.texts,
-            cost=cost_of(
-                done.images, self.settings.price_per_1k_images, done.texts, self.settings.price_per_1k_texts
-            ),
+            cost=done.cost(self.settings),
         )
         # A failure to commit (LedgerUnavailableError) is answered 503 by the app's one handler.
         remember = (charge.body_hash, done.answer if self.settings.replay_ttl > 0 else None)

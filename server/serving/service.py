@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from server.errors import APIError, echo
-from server.ledger import Answer, Ledger, StoredTask, task_refusal
+from server.ledger import Answer, Ledger, QuotaState, StoredTask, task_refusal
 from server.metrics import ServerMetrics
+from server.serving.access import blur_logits, reveal, round_scores
+from server.serving.access_policy import refuse_key_level
 from server.serving.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
 from server.serving.clip_model import ClipBackend, per_image_loss
 from server.serving.forward_shapes import forward_shapes
@@ -23,10 +25,11 @@ from server.serving.idempotency import Idempotency, Work, quota_error, task_limi
 from server.serving.known_tasks import KnownTasks
 from server.serving.tasks import TextFeatureCache
 from server.settings import ServerSettings
+from shared.access import Access
 from shared.codec import OUTPUT_DTYPE, pack
 from shared.protocol import MSGPACK_CONTENT_TYPE, ErrorCode, TaskRequest, TaskResponse, cost_of
 
-__all__ = ["QueryService", "wire_view"]
+__all__ = ["QueryService", "task_response", "wire_view"]
 
 QUEUE_RETRY_AFTER_S = 1.0
 KNOWN_TASKS_BYTES = 32 * 2**20  # tasks found in the ledger, kept for the hot routes (KnownTasks)
@@ -74,18 +77,15 @@ class QueryService:
         """A new task, or a known one whose features were evicted, is charged for its texts; a known,
         cached one is free. Limits and quotas are checked before any text is encoded."""
         task_id = self._task_id(key_id, request)
-        task = StoredTask(task_id, key_id, list(request.class_names), list(request.templates))
+        task = StoredTask(task_id, key_id, list(request.class_names), list(request.templates), request.access)
+        quota = self.ledger.quota(key_id)
+        refuse_key_level(task.access, quota.levels)  # the server's levels: checked by the route
         known = self.ledger.load_task(task_id, key_id) is not None
         if not known:
             self._refuse_new_task(task)
-        self._refuse_texts(key_id, task, images=0, new=not known)
+        self._refuse_texts(key_id, task, images=0, new=not known, quota=quota)
         _, computed = self.features.get(task_id, lambda: self._encode(task))
-        response = TaskResponse(
-            task_id=task_id,
-            num_classes=len(task.class_names),
-            class_names=task.class_names,
-            templates=task.templates,
-        )
+        response = task_response(task)
         return Work(
             answer=Answer(response.model_dump_json().encode(), "application/json"),
             task_id=task_id,
@@ -100,12 +100,16 @@ class QueryService:
         if refusal is not None:  # the charge checks again in its transaction
             raise task_limit_error(refusal)
 
-    def _refuse_texts(self, key_id: str, task: StoredTask, images: int, new: bool) -> None:
-        """A cheap early refusal before any forward: the images, and the texts unless they are cached
-        (a new task's texts always count). The charge checks the quota again in its transaction."""
+    def _refuse_texts(
+        self, key_id: str, task: StoredTask, images: int, new: bool, quota: QuotaState | None = None
+    ) -> None:
+        """A cheap early refusal before any forward: the images, at the task level's price, and the
+        texts unless they are cached (a new task's texts always count). The charge checks the quota
+        again in its transaction. ``quota``: the key's, when the caller has just read it."""
         texts = _texts(task) if new or task.task_id not in self.features else 0
-        cost = cost_of(images, self.settings.price_per_1k_images, texts, self.settings.price_per_1k_texts)
-        refusal = self.ledger.quota(key_id).refusal(images, cost)
+        price = self.settings.price_for(task.access.level)
+        cost = cost_of(images, price, texts, self.settings.price_per_1k_texts)
+        refusal = (quota or self.ledger.quota(key_id)).refusal(images, cost)
         if refusal is not None:
             raise quota_error(refusal)
 
@@ -120,10 +124,20 @@ class QueryService:
         self.known_tasks.add(task)
         return task
 
-    def logits(self, task: StoredTask, images: np.ndarray, key_id: str, precision: str = "serving") -> Work:
+    def logits(
+        self,
+        task: StoredTask,
+        images: np.ndarray,
+        key_id: str,
+        precision: str = "serving",
+        seed: int | None = None,
+    ) -> Work:
+        """``seed``: the request's noise seed (``access.noise_seed``), needed by a task with noise.
+        The answer holds the fields of ``LogitsResponse`` the task's level reveals, and no other."""
         logits, passes, texts = self._forward(task, images, key_id, precision)
-        answer = pack({"logits": wire_view(logits)})  # the fields of LogitsResponse
-        return Work(Answer(answer, MSGPACK_CONTENT_TYPE), task.task_id, len(images), passes, texts)
+        fields = reveal(blur_logits(logits, task.access, seed), task.access)
+        answer = pack({name: _wire_field(value) for name, value in fields.items()})
+        return self._work(task, answer, len(images), passes, texts)
 
     def loss(
         self,
@@ -134,11 +148,20 @@ class QueryService:
         gamma: float,
         key_id: str,
         precision: str = "serving",
+        seed: int | None = None,
     ) -> Work:
+        """Losses and correctness from the (noisy) logits; the losses rounded to the task's decimals."""
         logits, passes, texts = self._forward(task, images, key_id, precision)
-        losses, correct = per_image_loss(logits, labels, kind, gamma)
+        losses, correct = per_image_loss(blur_logits(logits, task.access, seed), labels, kind, gamma)
+        losses = round_scores(losses, task.access.decimals)
         answer = pack({"losses": wire_view(losses), "correct": correct.tolist()})  # LossResponse's fields
-        return Work(Answer(answer, MSGPACK_CONTENT_TYPE), task.task_id, len(images), passes, texts)
+        return self._work(task, answer, len(images), passes, texts)
+
+    def _work(self, task: StoredTask, packed: bytes, images: int, passes: int, texts: int) -> Work:
+        """A batch's work, its images charged at the price of the task's level."""
+        price = self.settings.price_for(task.access.level)
+        answer = Answer(packed, MSGPACK_CONTENT_TYPE)
+        return Work(answer, task.task_id, images, passes, texts, price_per_1k_images=price)
 
     def _forward(
         self, task: StoredTask, images: np.ndarray, key_id: str, precision: str = "serving"
@@ -164,15 +187,33 @@ class QueryService:
         return self.backend.logits_from_features(image_features, features), passes, texts
 
     def _task_id(self, key_id: str, request: TaskRequest) -> str:
-        # Same key + model + classes + templates -> same id, so registering again is harmless.
-        blob = json.dumps(
-            [key_id, self.settings.model, self.settings.weights_label, request.class_names, request.templates]
-        )
-        return "task-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
+        # Same key + model + classes + templates + access -> same id, so registering again is harmless.
+        # The default access adds nothing: a level-logits task keeps the id it had before levels.
+        parts: list[object] = [key_id, self.settings.model, self.settings.weights_label]
+        parts += [request.class_names, request.templates]
+        if request.access != Access():
+            parts.append(request.access.model_dump(mode="json", exclude_none=True))
+        return "task-" + hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
+
+
+def task_response(task: StoredTask) -> TaskResponse:
+    """What registration and ``GET /v1/tasks/{id}`` answer."""
+    return TaskResponse(
+        task_id=task.task_id,
+        num_classes=len(task.class_names),
+        class_names=task.class_names,
+        templates=task.templates,
+        access=task.access,
+    )
 
 
 def _texts(task: StoredTask) -> int:
     return len(task.class_names) * len(task.templates)
+
+
+def _wire_field(value: np.ndarray) -> object:
+    """Scores as a wire tensor, class indices as lists of ints (``LogitsResponse``)."""
+    return wire_view(value) if value.dtype.kind == "f" else value.tolist()
 
 
 def wire_view(array: np.ndarray) -> dict[str, object]:

@@ -19,6 +19,13 @@ def check_task(request: TaskRequest, limits: TaskLimits) -> None:
     """422 naming the first rule the task breaks: counts, then lengths, then the template grammar."""
     classes, templates = request.class_names, request.templates
     _at_most(len(classes), limits.max_classes, "class names", "max_classes")
+    k = request.access.k
+    if k is not None and k > len(classes):
+        raise APIError(
+            ErrorCode.VALIDATION_ERROR,
+            f"access k={k} asks for more classes than the task's {len(classes)}",
+            {"field": "access.k", "rule": "k_at_most_classes", "limit": len(classes), "received": k},
+        )
     _at_most(len(templates), limits.max_templates, "templates", "max_templates")
     _at_most(len(classes) * len(templates), limits.max_texts, "class x template texts", "max_texts")
     for index, name in enumerate(classes):

@@ -155,3 +155,40 @@ def test_a_memory_budget_that_cannot_hold_one_request_is_refused() -> None:
     assert parse_args([*argv, "--memory-budget-mb", "9"], env={}).memory_budget_mb == 9
     info = parse_args(["--random-init"], env={}).connection_limits
     assert (info.max_connections, info.max_uploads_per_key, info.memory_budget_mb) == (1024, 4, 512)
+
+
+def test_access_levels_and_their_prices_from_flags_and_env() -> None:
+    from shared.access import AccessLevel
+
+    default = parse_args([], env={})
+    assert default.access_levels == tuple(AccessLevel) and default.level_prices == {}
+    assert {p.level: p.price_per_1k_images for p in default.level_price_list} == dict.fromkeys(
+        AccessLevel, 1.0
+    )
+    env = {"BLACKVIP_ACCESS_LEVELS": "logits,label,top-k", "BLACKVIP_LEVEL_PRICES": "label=0.2,top-k=0.5"}
+    settings = parse_args(["--level-price", "label=0.1", "--price-per-1k-images", "2"], env=env)
+    assert settings.access_levels == (AccessLevel.LOGITS, AccessLevel.LABEL, AccessLevel.TOP_K)
+    assert settings.price_for(AccessLevel.LABEL) == 0.1  # the flag comes after the env's pairs
+    assert settings.price_for(AccessLevel.TOP_K) == 0.5 and settings.price_for(AccessLevel.LOGITS) == 2.0
+    assert [p.level for p in settings.level_price_list] == list(settings.access_levels)
+    assert settings.public_dict()["level_prices"] == {"label": 0.1, "top-k": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--access-levels", "logits,everything"], "no access level 'everything'"),
+        (["--access-levels", "logits,logits"], "each once"),
+        (["--level-price", "label"], "LEVEL=PRICE"),
+        (["--level-price", "label=-1"], "LEVEL=PRICE"),
+        (["--level-price", "label=inf"], "LEVEL=PRICE"),
+        (["--access-levels", "logits", "--level-price", "label=0.5"], "does not offer"),
+    ],
+)
+def test_bad_access_level_settings_are_named(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises((SettingsError, SystemExit)) as refused:
+        parse_args(argv, env={})
+    said = str(refused.value) if isinstance(refused.value, SettingsError) else capsys.readouterr().err
+    assert message in said

@@ -61,10 +61,26 @@ def test_list_revoke_and_set_quota(tmp_path: Path) -> None:
     _, table = run("keys", "list", ledger=path)
     header, row = table.splitlines()
     assert header.split() == ["id", "label", "created", "status", "quota", "images", "quota", "cost", "rate",
-                              "requests", "images", "cost"]  # fmt: skip
+                              "levels", "requests", "images", "cost"]  # fmt: skip
     cells = row.split()
     assert cells[:2] == [key_id, "team-a"] and cells[3] == "revoked"
-    assert cells[-6:] == ["100", "-", "-", "1", "12", "0.012"]  # quotas, rate, then the usage
+    assert cells[-7:] == ["100", "-", "-", "all", "1", "12", "0.012"]  # quotas, rate, levels, then the usage
+
+
+def test_a_keys_access_levels_are_set_at_creation_and_by_set_quota(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    status, _ = run("keys", "create", "--label", "narrow", "--levels", "logits,top-k,logits", ledger=path)
+    assert status == 0
+    (key,) = json.loads(run("keys", "list", "--json", ledger=path)[1])
+    assert key["levels"] == ["logits", "top-k"]  # each once, in the order given
+    with closing(Ledger(path)) as ledger:
+        assert ledger.quota(key["key_id"]).levels == ("logits", "top-k")
+    status, said = run("keys", "set-quota", key["key_id"], "--levels", "label", ledger=path)
+    assert status == 0 and said.strip().endswith("levels label")
+    status, said = run("keys", "set-quota", key["key_id"], "--levels", "none", ledger=path)
+    assert status == 0 and said.strip().endswith("levels all")
+    (key,) = json.loads(run("keys", "list", "--json", ledger=path)[1])
+    assert key["levels"] is None
 
 
 @pytest.mark.parametrize(
@@ -72,7 +88,13 @@ def test_list_revoke_and_set_quota(tmp_path: Path) -> None:
     [
         (["keys", "revoke", "key-000000000000"], 1, "no key with id 'key-000000000000'"),
         (["keys", "set-quota", "key-000000000000", "--rate", "1/s"], 1, "no key with id"),
-        (["keys", "set-quota", "key-000000000000"], 2, "needs --quota-images, --quota-cost or --rate"),
+        (
+            ["keys", "set-quota", "key-000000000000"],
+            2,
+            "needs --quota-images, --quota-cost, --rate or --levels",
+        ),
+        (["keys", "create", "--label", "x", "--levels", "logits,full"], 2, "no access level 'full'"),
+        (["keys", "create", "--label", "x", "--levels", ","], 2, "name at least one access level"),
         (["keys", "create", "--label", "x", "--rate", "fast"], 2, "not a rate: 'fast'"),
         (["keys", "create", "--label", "x", "--rate", "0/s"], 2, "must be above zero"),
         (["keys", "create", "--label", "x", "--quota-images", "-1"], 2, "cannot be negative"),

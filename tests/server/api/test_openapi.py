@@ -5,6 +5,7 @@ routes' msgpack bodies are documented as what travels; and /docs works offline."
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def _schema(response: dict[str, Any]) -> dict[str, Any]:
 def test_loss_documents_its_error_statuses_with_the_error_body(openapi: dict[str, Any]) -> None:
     errors = _errors(openapi, "post", Routes.LOSS)
     assert {401, 413, 415, 422, 429, 503} <= set(errors)
-    assert set(errors) == {400, 401, 404, 408, 409, 410, 413, 415, 422, 429, 500, 503}
+    assert set(errors) == {400, 401, 403, 404, 408, 409, 410, 413, 415, 422, 429, 500, 503}
     for response in errors.values():
         assert _schema(response) == ERROR_BODY
     assert "invalid_labels" in errors[422]["description"]
@@ -76,6 +77,33 @@ def test_every_error_a_route_documents_is_an_error_body_of_codes_with_that_statu
         assert _schema(response) == ERROR_BODY, f"{method} {path} {status}"
         codes = response["description"].split(": ", 1)[1].split(", ")
         assert codes and all(ERROR_STATUS[ErrorCode(code)] == status for code in codes), response
+
+
+@pytest.mark.parametrize("path", [Routes.TASKS, Routes.LOGITS, Routes.LOSS])
+def test_the_routes_an_access_level_can_refuse_document_access_denied(
+    openapi: dict[str, Any], path: str
+) -> None:
+    errors = _errors(openapi, "post", path)
+    assert "access_denied" in errors[403]["description"]
+
+
+def test_every_reference_in_the_document_resolves(openapi: dict[str, Any]) -> None:
+    def refs(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            yield from [node["$ref"]] if "$ref" in node else []
+            for value in node.values():
+                yield from refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from refs(value)
+
+    schemas = openapi["components"]["schemas"]
+    found = set(refs(openapi))
+    assert "#/components/schemas/Access" in found  # the task body's access, as a component
+    for ref in found:
+        assert ref.startswith("#/components/schemas/") and ref.split("/")[-1] in schemas, ref
+    task_body = openapi["paths"][Routes.TASKS]["post"]["requestBody"]["content"]["application/json"]
+    assert task_body["schema"] == {"$ref": "#/components/schemas/TaskRequest"}
 
 
 def test_no_route_documents_fastapis_own_validation_shape(openapi: dict[str, Any]) -> None:

@@ -114,7 +114,7 @@ def test_a_version_4_ledger_gets_each_keys_figure(ledger_target: Path | str) -> 
     migrated = Ledger(ledger_target, LedgerLimits(replay_store_bytes=100, replay_store_key_share=0.5))
     sqlite = isinstance(ledger_target, Path)
     version = "PRAGMA user_version" if sqlite else "SELECT version FROM blackvip_schema"
-    assert migrated._read(version)[0][0] == SCHEMA_VERSION == 5
+    assert migrated._read(version)[0][0] == SCHEMA_VERSION == 6
     assert figures_by_key(migrated) == {"a": 60, "b": 5}
     migrated.charge(record("a", "r-3"), remember=("h", answer(15)))  # 75 > a's share (50): r-0, r-1 go
     assert [stored(migrated, "a", f"r-{index}") for index in range(4)] == [False, False, True, True]
@@ -123,7 +123,12 @@ def test_a_version_4_ledger_gets_each_keys_figure(ledger_target: Path | str) -> 
 
 
 def _as_version_4(target: Path | str) -> None:
-    statements = ["DROP INDEX idempotency_answers_by_key", "DROP TABLE answer_store_keys"]
+    statements = [
+        "DROP INDEX idempotency_answers_by_key",
+        "DROP TABLE answer_store_keys",
+        "ALTER TABLE tasks DROP COLUMN access",  # version 6's columns
+        "ALTER TABLE api_keys DROP COLUMN levels",
+    ]
     if isinstance(target, Path):
         with sqlite3.connect(target) as db:
             for statement in [*statements, "PRAGMA user_version = 4"]:

@@ -36,7 +36,7 @@ def test_a_version_2_ledger_gains_the_keys_table_and_keeps_every_count(tmp_path:
         db.execute("INSERT INTO key_usage VALUES ('k', 1, 7, 0.007)")
         db.execute("PRAGMA user_version = 2")
     ledger = Ledger(path)
-    assert ledger._read("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 5
+    assert ledger._read("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 6
     assert ledger.images_used("k") == 7 and ledger.keys.load() == []
     assert [row.request_id for row in ledger.reports.rows(None, None, None)] == ["r1"]
     ledger.keys.create(managed("key-a", quota_images=3))

@@ -24,8 +24,11 @@ from server.ledger import (
     QuotaExceededError,
     StoredTask,
     TaskLimitError,
+    schema_pg,
 )
-from server.ledger.schema import SCHEMA_VERSION, SchemaError
+from server.ledger.interface import KeyLimits, ManagedKey
+from server.ledger.schema import _V2_TABLES, _V3_TABLES, _V4_TABLES, _V5_TABLES, SCHEMA_VERSION, SchemaError
+from shared.access import Access, AccessLevel
 from shared.protocol import Endpoint
 
 
@@ -64,6 +67,25 @@ def test_counts_survive_reopening_and_are_per_key(ledger_target: Path | str) -> 
     assert reopened.rejections_by_status("k") == {"422": 2}
     assert reopened.load_task("t", "k") == StoredTask("t", "k", ["a", "b"], ["{}"])
     assert reopened.load_task("t", "other") is None
+
+
+def test_a_tasks_access_and_a_keys_levels_are_stored(ledger_target: Path | str) -> None:
+    ledger = Ledger(ledger_target)
+    top = StoredTask("t-top", "k", ["a", "b", "c"], ["{}"], Access(level=AccessLevel.TOP_K, k=2, decimals=3))
+    noisy = StoredTask("t-noisy", "k", ["a"], ["{}"], Access(level=AccessLevel.LABEL, noise_std=0.5))
+    for task in (top, noisy, StoredTask("t-plain", "k", ["a"], ["{}"])):
+        ledger.charge(record(images=0), task=task)
+    ledger.keys.create(ManagedKey("key-a", "hash-a", "a", 1.0, None, KeyLimits(levels=("logits", "top-k"))))
+    ledger.keys.create(ManagedKey("key-b", "hash-b", "b", 2.0))
+    ledger.close()
+    reopened = Ledger(ledger_target)
+    assert reopened.load_task("t-top", "k") == top and reopened.load_task("t-noisy", "k") == noisy
+    assert reopened.load_task("t-plain", "k").access == Access()
+    assert reopened.keys.get("key-a").limits.levels == ("logits", "top-k")
+    assert reopened.quota("key-a").levels == ("logits", "top-k") and reopened.quota("key-b").levels is None
+    reopened.keys.set_limits("key-a", KeyLimits(quota_images=5))
+    assert reopened.keys.get("key-a").limits == KeyLimits(quota_images=5)  # levels back to all
+    reopened.close()
 
 
 def test_request_ids_are_scoped_to_the_key_and_charged_once(ledger_target: Path | str) -> None:
@@ -208,6 +230,23 @@ def test_a_first_release_ledger_is_migrated_with_every_count(tmp_path: Path) -> 
     ledger.charge(record(images=8, request_id="r1"), remember=("h", answer()))  # ids no longer global
 
 
+def test_a_version_5_ledger_gains_access_columns_and_its_tasks_are_level_logits(tmp_path: Path) -> None:
+    path = tmp_path / "v5.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(_V2_TABLES + _V3_TABLES + _V4_TABLES + _V5_TABLES)
+        db.execute("""INSERT INTO tasks VALUES ('t', 'k', '["a", "b"]', '["{}"]', 0)""")
+        db.execute("INSERT INTO api_keys VALUES ('key-a', 'hash-a', 'a', 1.0, NULL, 3, NULL, NULL)")
+        db.execute("PRAGMA user_version = 5")
+    ledger = Ledger(path)
+    assert ledger._read("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 6
+    assert ledger.load_task("t", "k") == StoredTask("t", "k", ["a", "b"], ["{}"], Access())
+    assert ledger.keys.get("key-a").limits == KeyLimits(quota_images=3)  # levels: every level offered
+    label = StoredTask("t2", "k", ["a"], ["{}"], Access(level=AccessLevel.LABEL))
+    ledger.charge(record(images=0), task=label)
+    ledger.close()
+    assert Ledger(path).load_task("t2", "k") == label
+
+
 def test_a_ledger_from_newer_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.sqlite3"
     with sqlite3.connect(path) as db:
@@ -241,6 +280,21 @@ def test_replicas_starting_together_create_the_schema_once(postgres) -> None:
     assert ledgers[3].images_used("k") == 5  # one database behind every replica
     for ledger in ledgers:
         ledger.close()
+
+
+def test_a_version_5_postgres_ledger_gains_access_columns(postgres) -> None:
+    url = postgres.database()
+    with psycopg.connect(url, autocommit=True) as db:
+        for version in (3, 4, 5):
+            for statement in schema_pg._STEPS[version].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        db.execute("UPDATE blackvip_schema SET version = 5")
+        db.execute("""INSERT INTO tasks VALUES ('t', 'k', '["a"]', '["{}"]', 0)""")
+    ledger = Ledger(url)
+    assert ledger._read("SELECT version FROM blackvip_schema") == [(SCHEMA_VERSION,)]
+    assert ledger.load_task("t", "k") == StoredTask("t", "k", ["a"], ["{}"], Access())
+    ledger.close()
 
 
 def test_a_postgres_ledger_from_newer_code_is_refused(postgres) -> None:
