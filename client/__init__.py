@@ -34,12 +34,9 @@ from client._meter import EndpointCount, QueryMeter
 from client._outputs import Outputs
 from client._retry import RetryPolicy
 from client._sdk import BlackVIPClient, LossResult
-from shared.access import Access, AccessLevel
 
 __all__ = [
-    "Access",
     "AccessDeniedError",
-    "AccessLevel",
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
