@@ -33,7 +33,7 @@ from client import BlackVIPClient
 from client.local_server import local_server
 from client.training.config import TrainConfig, build_config
 from client.training.grid import GridJob, InProcessExecutor, finished_summaries, run_grid
-from client.training.plan import images_per_step
+from client.training.plan import images_per_step, steps_for_images
 from client.training.rundir import RunDir
 from digits.tasks import write_task_folder
 
@@ -100,6 +100,25 @@ VARIANTS: dict[str, Variant] = {
     "b32-subspace-500-a0.4": Variant(
         {"batch_size": 32, "subspace_dim": 500, "a": 0.4}, "SPSA-GC, batch 32, random 500-d subspace, a 0.4"
     ),
+    # evolution strategies (issue 30), r0 10 (the default): sigma0 = r0 / sqrt(dimension searched)
+    "cma-d100": Variant(
+        {"optimizer": "cma-es", "es_dim": 100, "es_popsize": 10}, "CMA-ES, d 100, sigma0 1.0, lambda 10"
+    ),
+    "cma-d500": Variant(
+        {"optimizer": "cma-es", "es_dim": 500, "es_popsize": 10}, "CMA-ES, d 500, sigma0 0.447, lambda 10"
+    ),
+    "cma-d500-l20-b64": Variant(
+        {"optimizer": "cma-es", "es_dim": 500, "es_popsize": 20, "batch_size": 64},
+        "CMA-ES, d 500, sigma0 0.447, lambda 20, batch 64",
+    ),
+    "sep-cma": Variant(
+        {"optimizer": "sep-cma-es", "es_popsize": 10}, "sep-CMA-ES over every value, sigma0 0.067, lambda 10"
+    ),
+    # the ES for its first 64,000 images (50 steps of 20 x 64), then SPSA-GC (q 5: 640 images a step)
+    "cma-d500-then-gc": Variant(
+        {"optimizer": "cma-es-spsa-gc", "es_dim": 500, "es_popsize": 20, "batch_size": 64, "es_steps": 50},
+        "CMA-ES (d 500, lambda 20, batch 64) for 64k images, then SPSA-GC",
+    ),
 }
 
 
@@ -150,10 +169,9 @@ def job_config(args: argparse.Namespace, url: str, job: GridJob) -> TrainConfig:
         "eval_splits": ["val", "test"],
     }
     config = build_config({**base, **variant.settings})
-    per_step = images_per_step(config)
-    if not per_step:
+    if not images_per_step(config):
         return config  # zero-shot: evaluation only
-    return config.model_copy(update=run_length(args.budgets, per_step, job.label))
+    return config.model_copy(update=phased_run_length(args.budgets, config, job.label))
 
 
 def run_length(budgets: Sequence[int], per_step: int, label: str) -> dict[str, int]:
@@ -163,6 +181,18 @@ def run_length(budgets: Sequence[int], per_step: int, label: str) -> dict[str, i
         if budget % per_step:
             raise SystemExit(f"{label}: {per_step} training images a step do not divide the budget {budget}")
         steps.append(budget // per_step)
+    return {"steps": max(steps), "budget_images": max(budgets), "eval_every": reduce(math.gcd, steps)}
+
+
+def phased_run_length(budgets: Sequence[int], config: TrainConfig, label: str) -> dict[str, int]:
+    """:func:`run_length` for images a step that may change within the run (the ES-then-SPSA hybrid):
+    every budget must end on a step."""
+    steps = []
+    for budget in budgets:
+        at = steps_for_images(config, budget)
+        if at is None:
+            raise SystemExit(f"{label}: no step of {config.optimizer} ends at the budget {budget} images")
+        steps.append(at)
     return {"steps": max(steps), "budget_images": max(budgets), "eval_every": reduce(math.gcd, steps)}
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.training.config import TrainConfig
-from client.training.plan import evaluations_per_step
+from client.training.config import ES_OPTIMIZERS, HYBRID, TrainConfig
+from client.training.plan import evaluations_per_step, phases
 from client.training.rundir import RunDir, Summary
 
 __all__ = [
@@ -109,9 +109,30 @@ def images_to_reach(runs: VariantRuns, target: float | None) -> str:
     return f"not by {points[-1]:,}" if points else "n/a"
 
 
+def _es_settings(config: dict[str, Any]) -> str:
+    """An evolution strategy's settings: sigma0 = r0 / sqrt(dimension searched), known here for cma-es."""
+    parts = [config["optimizer"], f"lambda {config['es_popsize']}", f"batch {config['batch_size']}"]
+    r0 = config["es_r0"]
+    if config["optimizer"] == "sep-cma-es":
+        parts.append(f"every value, r0 {r0:g}")
+    else:
+        parts.append(f"d {config['es_dim']}, sigma0 {r0 / config['es_dim'] ** 0.5:.3g} (r0 {r0:g})")
+    if config["optimizer"] == HYBRID:
+        parts.append(f"{config['es_steps']} steps, then SPSA-GC q {config['q']}, a {config['a']:g}")
+    return ", ".join(parts)
+
+
+def _forwards(config: TrainConfig) -> str:
+    """Forwards per step; a hybrid's in each phase."""
+    counts = [str(forwards) for _, forwards in phases(config, config.es_steps + 1)]
+    return " then ".join(counts) if config.optimizer == HYBRID else str(evaluations_per_step(config))
+
+
 def _settings(config: dict[str, Any]) -> str:
     if config["method"] == "zeroshot":
         return "-"
+    if config.get("optimizer") in ES_OPTIMIZERS:
+        return _es_settings(config)
     parts = [f"q {config['q']}", f"batch {config['batch_size']}", f"a {config['a']:g}", config["optimizer"]]
     if config.get("clip", "none") != "none":
         parts.append(
@@ -142,10 +163,11 @@ def render_task(task: str, inputs: ReportInputs, runs: dict[str, VariantRuns]) -
     ]
     for name, variant in runs.items():
         config = variant.configs[0]
-        per_step = evaluations_per_step(TrainConfig.model_validate(config))
+        validated = TrainConfig.model_validate(config)
+        per_step = evaluations_per_step(validated)
         cells = " | ".join(mean_std_pct(variant.at("test", 0 if not per_step else b)) for b in budgets)
         lines.append(
-            f"| {name} | {len(variant.summaries)} | {_settings(config)} | {per_step} | {cells} | "
+            f"| {name} | {len(variant.summaries)} | {_settings(config)} | {_forwards(validated)} | {cells} | "
             f"{images_to_reach(variant, target) if per_step else '-'} |"
         )
     lines += ["", "Val accuracy (%), the split variants are chosen on:", ""]

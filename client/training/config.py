@@ -13,6 +13,8 @@ from shared.access import LEVELS_WITH_LOSS, MAX_DECIMALS, MAX_NOISE_STD, Access,
 
 __all__ = [
     "DEFAULT_STEPS",
+    "ES_OPTIMIZERS",
+    "HYBRID",
     "LOW_RANK_ROWS",
     "FROM_EVALUATION",
     "NO_FLAG",
@@ -33,6 +35,8 @@ __all__ = [
 METHODS = ("blackvip", "vp-spsa", "bar", "zeroshot")
 SPSA_METHODS = ("blackvip", "vp-spsa")
 RULES = ("spsa-gc", "spsa", "spsa-adam", "spsa-sign")  # SPSA's step rules (client/training/zo_rules.py)
+HYBRID = "cma-es-spsa-gc"  # CMA-ES for --es-steps steps, then SPSA-GC from its mean
+ES_OPTIMIZERS = ("cma-es", "sep-cma-es", HYBRID)  # evolution strategies (client/training/es.py)
 ENCODERS = ("random-pooled", "scratch", "mae", "vit-sup", "dino-rn50")
 LOW_RANK_ROWS = 8  # rows of the low-rank subspace's matrix: ZIP's 8 context tokens (here: no torch)
 DEFAULT_STEPS = 5000  # when neither --steps nor --epochs nor a preset sets the length
@@ -103,7 +107,11 @@ class TrainConfig(BaseModel):
     # the step SPSA takes with its estimate g (client/training/zo_rules.py): spsa-gc the seed's, spsa g,
     # spsa-adam ZO-Adam, spsa-sign ZO-signSGD; or a named optimiser: a rule with the settings measured with
     # it ([optimizers.NAME] in presets.toml)
-    optimizer: Literal["spsa-gc", "spsa", "spsa-adam", "spsa-sign", "spsa-gc-q1"] = "spsa-gc"
+    # or an evolution strategy (client/training/es.py): cma-es in a random --es-dim subspace, sep-cma-es
+    # (diagonal) over every value, cma-es-spsa-gc: cma-es for --es-steps steps, then spsa-gc
+    optimizer: Literal[
+        "spsa-gc", "spsa", "spsa-adam", "spsa-sign", "spsa-gc-q1", "cma-es", "sep-cma-es", "cma-es-spsa-gc"
+    ] = "spsa-gc"
     beta2: float = Field(0.999, ge=0, lt=1)  # spsa-adam's second-moment decay
     # clip the norm of g: "zip" at sqrt(values trained), ZIP's rule; "fixed" at --clip-threshold
     clip: Literal["none", "zip", "fixed"] = "none"
@@ -112,6 +120,13 @@ class TrainConfig(BaseModel):
     subspace_dim: int = Field(0, ge=0)
     # ZIP's low-rank form of z within the subspace (U diag(s) V^T + b): its rank, 0 = off
     subspace_rank: int = Field(0, ge=0)
+    # evolution strategies (--optimizer cma-es, sep-cma-es, cma-es-spsa-gc): cma-es's subspace dimension,
+    # the first step's expected length r0 (sigma0 = r0 / sqrt(dimension searched)), the population lambda
+    # (candidates a step, each a batch), and the hybrid's ES steps before SPSA-GC takes over
+    es_dim: int = Field(500, ge=1)
+    es_r0: float = Field(10.0, gt=0)
+    es_popsize: int = Field(10, ge=2)
+    es_steps: int = Field(0, ge=0)
     # Coordinator (blackvip)
     p_eps: float = 1.0
     # random-pooled: our offline toy encoder (pooled random conv + trigger); scratch: the seed's
@@ -159,6 +174,7 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"--subspace-rank needs --subspace-dim of at least {LOW_RANK_ROWS} (its matrix's rows)"
             )
+        self._es_consistent()
         if self.access_level == "top-k" and self.top_k is None:
             raise ValueError("--access-level top-k needs --top-k, the number of classes revealed")
         if self.access_level != "top-k" and self.top_k is not None:
@@ -169,6 +185,18 @@ class TrainConfig(BaseModel):
                 f"{self.access_level} refuses it (use logits or loss)"
             )
         return self
+
+    def _es_consistent(self) -> None:
+        if self.optimizer in ES_OPTIMIZERS and self.method not in SPSA_METHODS:
+            raise ValueError(
+                f"--optimizer {self.optimizer} trains {' and '.join(SPSA_METHODS)}, not {self.method}"
+            )
+        if self.optimizer in ES_OPTIMIZERS and self.subspace_dim:
+            raise ValueError(
+                f"--optimizer {self.optimizer} has its own subspace (--es-dim): drop --subspace-dim"
+            )
+        if (self.optimizer == HYBRID) != (self.es_steps > 0):
+            raise ValueError(f"--es-steps goes with --optimizer {HYBRID}, and {HYBRID} needs it (>= 1)")
 
     def access(self) -> Access:
         """The access the job's task is registered at."""
@@ -249,9 +277,12 @@ def _named_optimizer(presets: dict[str, Any], optimizer: str, method: str) -> di
 
 
 def optimizer_rule(optimizer: str) -> str:
-    """The step rule an ``--optimizer`` stands on: itself, or a named optimiser's ``rule``."""
+    """The step rule an ``--optimizer`` stands on: itself, or a named optimiser's ``rule``; the evolution
+    strategies' SPSA phase (the hybrid's) is SPSA-GC."""
     if optimizer in RULES:
         return optimizer
+    if optimizer in ES_OPTIMIZERS:
+        return "spsa-gc"
     return str(_load_presets()["optimizers"][optimizer]["rule"])
 
 

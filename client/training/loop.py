@@ -89,12 +89,12 @@ def _train(job: Job, scalars: ScalarLog) -> str:
     """The loop; returns why it stopped."""
     config, optimizer, state = job.config, job.method.optimizer, job.state
     assert optimizer is not None
-    per_step = config.batch_size * optimizer.evaluations_per_step()
     bar = tqdm(total=job.total_steps, initial=state.step, desc=config.method, disable=None)
     with job.run.metrics.open("a") as metrics, job.run.evals.open("a") as evals:
         if config.eval_every and state.step == 0:
             _log_evaluations(job, evals, scalars)  # the curve starts at zero images queried
-        while (reason := job.stop_reason(per_step)) is None:
+        # the next step's images: a hybrid's evaluations per step change when it switches optimiser
+        while (reason := job.stop_reason(config.batch_size * optimizer.evaluations_per_step())) is None:
             result = train_step(job)
             line = job.metrics_line(result.loss, result.accuracy, result.learning_rate)
             metrics.write(json.dumps(line) + "\n")

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from client.training.config import TrainConfig, optimizer_rule
+from client.training.config import ES_OPTIMIZERS, HYBRID, TrainConfig, optimizer_rule
 from client.training.coordinator import Coordinator, build_encoder
+from client.training.es import CMAES, ESThenSPSA
 from client.training.prompters import (
     BarProgram,
     CoordinatorPrompt,
@@ -21,11 +22,12 @@ from client.training.zo import RGF, SPSA, Optimizer
 from client.training.zo_rules import Adam, GradientCorrection, NormClip, Plain, Sign, UpdateRule
 from shared.protocol import InfoResponse, LossKind
 
-__all__ = ["Method", "bar_inner_size", "build_method", "build_spsa", "method_input_size"]
+__all__ = ["Method", "bar_inner_size", "build_method", "build_spsa", "build_zo", "method_input_size"]
 
 # The projection's generator: a stream of its own, apart from the perturbations' (seeded with the
 # run's seed) and the crops' (seed + 1), even across the seeds of one grid.
 PROJECTION_SEED_OFFSET = 1_000_003
+ES_SEED_OFFSET = 2_000_003  # the evolution strategies' normals: a numpy stream of their own
 
 
 @dataclass
@@ -53,10 +55,10 @@ def build_method(config: TrainConfig, info: InfoResponse, total_steps: int) -> M
     if config.method == "blackvip":
         encoder = build_encoder(config.encoder, config.encoder_path, seed=config.seed)
         prompter: Prompter = CoordinatorPrompt(Coordinator(encoder, size), space, config.p_eps)
-        return _method(config, prompter, build_spsa(config), LossKind.CROSS_ENTROPY)
+        return _method(config, prompter, build_zo(config), LossKind.CROSS_ENTROPY)
     if config.method == "vp-spsa":
         prompter = PaddingPrompt(size, space, seed=config.seed)
-        return _method(config, prompter, build_spsa(config), LossKind.CROSS_ENTROPY)
+        return _method(config, prompter, build_zo(config), LossKind.CROSS_ENTROPY)
     if config.method == "bar":
         rgf = RGF(
             init_lr=config.init_lr,
@@ -68,6 +70,20 @@ def build_method(config: TrainConfig, info: InfoResponse, total_steps: int) -> M
         prompter = BarProgram(size, inner=bar_inner_size(size), seed=config.seed)
         return _method(config, prompter, rgf, LossKind.FOCAL)
     return Method(NoPrompt(), None, LossKind.CROSS_ENTROPY)
+
+
+def build_zo(config: TrainConfig) -> Optimizer:
+    """BlackVIP's and VP's optimiser: SPSA (:func:`build_spsa`) or an evolution strategy."""
+    if config.optimizer not in ES_OPTIMIZERS:
+        return build_spsa(config)
+    es = CMAES(
+        popsize=config.es_popsize,
+        r0=config.es_r0,
+        seed=config.seed + ES_SEED_OFFSET,
+        dim=None if config.optimizer == "sep-cma-es" else config.es_dim,
+        projection_seed=config.seed + PROJECTION_SEED_OFFSET,
+    )
+    return ESThenSPSA(es, build_spsa(config), config.es_steps) if config.optimizer == HYBRID else es
 
 
 def build_spsa(config: TrainConfig) -> SPSA:

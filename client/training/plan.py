@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client._exceptions import BlackVIPError, DatasetError
-from client.training.config import TrainConfig, build_config
+from client.training.config import ES_OPTIMIZERS, HYBRID, SPSA_METHODS, TrainConfig, build_config
 from shared.protocol import cost_of
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "evaluations_per_step",
     "images_per_request",
     "images_per_step",
+    "phases",
     "plan_job",
     "plan_rows",
     "render_plan",
@@ -118,13 +119,40 @@ def images_per_request(
 
 
 def evaluations_per_step(config: TrainConfig) -> int:
-    """Forwards per step: SPSA 2q (BlackVIP, VP), RGF q + 1 (BAR), none for zero-shot."""
+    """Forwards per (first) step: SPSA 2q (BlackVIP, VP), an evolution strategy lambda (the hybrid: in its
+    ES phase), RGF q + 1 (BAR), none for zero-shot."""
+    if config.method in SPSA_METHODS and config.optimizer in ES_OPTIMIZERS:
+        return config.es_popsize
     return {"blackvip": 2 * config.q, "vp-spsa": 2 * config.q, "bar": config.q + 1}.get(config.method, 0)
 
 
 def images_per_step(config: TrainConfig) -> int:
-    """Training images a step queries: a batch per forward."""
+    """Training images a (first) step queries: a batch per forward."""
     return config.batch_size * evaluations_per_step(config)
+
+
+def phases(config: TrainConfig, steps: int) -> list[tuple[int, int]]:
+    """(steps, forwards per step) of each stretch of a ``steps``-step run: one, or the hybrid's ES
+    generations (lambda forwards) then its SPSA-GC steps (2q)."""
+    if config.method in SPSA_METHODS and config.optimizer == HYBRID:
+        es = min(steps, config.es_steps)
+        return [(es, config.es_popsize), (steps - es, 2 * config.q)]
+    return [(steps, evaluations_per_step(config))]
+
+
+def steps_for_images(config: TrainConfig, images: int) -> int | None:
+    """The steps after which a run has queried exactly ``images`` training images, or None if no step
+    ends there."""
+    steps = 0
+    for length, forwards in phases(config, images):  # never more steps than images
+        per_step = forwards * config.batch_size
+        if not per_step:
+            return None  # zero-shot: no step queries training images
+        if images <= length * per_step:
+            return steps + images // per_step if images % per_step == 0 else None
+        images -= length * per_step
+        steps += length
+    return None
 
 
 def data_size(config: TrainConfig, data_root: Path | None) -> DataSize:
@@ -172,14 +200,15 @@ def plan_job(config: TrainConfig, size: DataSize, limits: Limits) -> PlanRow:
     per_request = images_per_request(
         limits.image_size, config.wire_dtype, limits.max_batch_images, limits.max_request_bytes
     )
-    forwards = evaluations_per_step(config)
-    steps = config.total_steps(size.train_images) if forwards else 0
+    steps = config.total_steps(size.train_images) if evaluations_per_step(config) else 0
     batch = min(config.batch_size, size.train_images)  # the sampler clamps the batch to the set
-    train_images = steps * forwards * batch
-    if config.in_flight > 1:  # the pipelined oracle sends at most one candidate per request
-        train_requests = 1 + steps * forwards * math.ceil(batch / per_request)
-    else:
-        train_requests = 1 + steps * math.ceil(forwards * batch / per_request)  # + the registration
+    train_images, train_requests = 0, 1  # + the registration
+    for length, forwards in phases(config, steps):
+        train_images += length * forwards * batch
+        if config.in_flight > 1:  # the pipelined oracle sends at most one candidate per request
+            train_requests += length * forwards * math.ceil(batch / per_request)
+        else:
+            train_requests += length * math.ceil(forwards * batch / per_request)
     evaluations = 1 + ((1 + steps // config.eval_every) if config.eval_every and steps else 0)
     eval_images = eval_requests = cost = None
     if size.eval_images is not None:

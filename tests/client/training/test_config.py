@@ -149,5 +149,6 @@ def test_field_tags_derive_every_list_of_names_from_the_class() -> None:
     assert TrainConfig.tagged(FROM_EVALUATION) == from_evaluation
     assert TrainConfig.tagged(NO_FLAG) == {"url", "api_key"}
     # nothing that shapes the trajectory may change on resume
-    trajectory = {"seed", "method", "a", "c", "q", "batch_size", "shots", "data"}
+    trajectory = {"seed", "method", "a", "c", "q", "batch_size", "shots", "data", "optimizer"}
+    trajectory |= {"es_dim", "es_r0", "es_popsize", "es_steps"}  # the evolution strategies' settings
     assert not TrainConfig.tagged(RESUMABLE) & trajectory

@@ -13,6 +13,7 @@ import pytest
 from client._exceptions import BlackVIPError
 from client.cli.demo import COMPARED, demo_configs, equal_image_length
 from client.training.config import (
+    ES_OPTIMIZERS,
     PRESETS_FILE,
     RULES,
     ConfigError,
@@ -30,7 +31,7 @@ NAMED = {name: entry for name, entry in tomllib.loads(PRESETS_FILE.read_text()).
 
 def test_the_settings_offer_exactly_the_rules_and_the_named_optimisers() -> None:
     choices = typing.get_args(TrainConfig.model_fields["optimizer"].annotation)
-    assert set(choices) == set(RULES) | set(NAMED)
+    assert set(choices) == set(RULES) | set(NAMED) | set(ES_OPTIMIZERS)  # + the evolution strategies
     assert COMPARED in NAMED
     for name, entry in NAMED.items():
         assert entry["rule"] in RULES and optimizer_rule(name) == entry["rule"]
