@@ -27,24 +27,28 @@ def _target(logits: VariantRuns | None, budget: int) -> float | None:
 def render_task(
     task: str, methods: Sequence[str], budgets: Sequence[int], runs: dict[str, VariantRuns]
 ) -> list[str]:
-    header = " | ".join(f"{b / 1000:g}k" for b in budgets)
+    header = " | ".join(["0 (start)", *(f"{b / 1000:g}k" for b in budgets)])
     lines = [f"### {task}", ""]
     served = sorted({variant.served for variant in runs.values()})
     lines += [f"Served: {', '.join(served)}.", ""]
     lines += [
         f"Test accuracy (%), mean ± std over the seeds. 'Images to reach' the same method's logits-level "
-        f"test accuracy at {budgets[-1]:,} images; 'not run': the runs stopped before that budget.",
+        f"test accuracy at {budgets[-1]:,} images (n/a where that is not above its accuracy at 0 images); "
+        f"'not run': the runs stopped before that budget.",
         "",
         f"| method | level | seeds | {header} | images to reach logits at {budgets[-1] // 1000}k |",
-        "|---|---|---:|" + "---:|" * len(budgets) + "---:|",
+        "|---|---|---:|" + "---:|" * (1 + len(budgets)) + "---:|",
     ]
     for method in methods:
         target = _target(runs.get(f"{method}-logits"), budgets[-1])
+        start = _target(runs.get(f"{method}-logits"), 0)
+        if target is not None and start is not None and target <= start:
+            target = None  # the logits level lost accuracy: there is nothing to reach ("n/a")
         for level in LEVELS_ORDER:
             variant = runs.get(f"{method}-{level}")
             if variant is None:
                 continue
-            cells = " | ".join(mean_std_pct(variant.at("test", b)) for b in budgets)
+            cells = " | ".join(mean_std_pct(variant.at("test", b)) for b in [0, *budgets])
             reach = images_to_reach(variant, target)
             lines.append(f"| {method} | {level} | {len(variant.summaries)} | {cells} | {reach} |")
     return lines + [""] + _ledger_table(runs)
