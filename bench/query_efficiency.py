@@ -52,6 +52,8 @@ class Variant:
     note: str = ""
 
 
+# the ES for its first 64,000 images (50 steps of 20 x 64), then SPSA-GC (q 5: 640 images a step)
+HYBRID = {"optimizer": "cma-es-spsa-gc", "es_dim": 500, "es_popsize": 20, "batch_size": 64, "es_steps": 50}
 VARIANTS: dict[str, Variant] = {
     "seed": Variant({}, "the seed's SPSA-GC"),
     "zeroshot": Variant({"method": "zeroshot"}, "no prompt"),
@@ -114,10 +116,12 @@ VARIANTS: dict[str, Variant] = {
     "sep-cma": Variant(
         {"optimizer": "sep-cma-es", "es_popsize": 10}, "sep-CMA-ES over every value, sigma0 0.067, lambda 10"
     ),
-    # the ES for its first 64,000 images (50 steps of 20 x 64), then SPSA-GC (q 5: 640 images a step)
-    "cma-d500-then-gc": Variant(
-        {"optimizer": "cma-es-spsa-gc", "es_dim": 500, "es_popsize": 20, "batch_size": 64, "es_steps": 50},
-        "CMA-ES (d 500, lambda 20, batch 64) for 64k images, then SPSA-GC",
+    "cma-d500-then-gc": Variant(HYBRID, "CMA-ES (d 500, lambda 20, batch 64) for 64k images, then SPSA-GC"),
+    # the same with SPSA-GC's a at 0.003: its first step about the size the seed's schedule reaches by step 51
+    # (0.01 / 52^0.4), so the SPSA phase does not start with steps as large as a fresh run's
+    "cma-d500-then-gc-a0.003": Variant(
+        {**HYBRID, "a": 0.003},
+        "CMA-ES (d 500, lambda 20, batch 64) for 64k images, then SPSA-GC with a 0.003",
     ),
 }
 

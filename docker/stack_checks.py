@@ -11,7 +11,8 @@ compared with what the client job says it spent.
 2. The scale file: 3 replicas on PostgreSQL behind nginx, Prometheus up on all 3; a job (3 x ``--steps``)
    through the balancer; ``docker kill`` of one replica once the job has been charged for a while; the job
    still exits 0, and the ledger's counts (``/v1/usage`` through the balancer) equal the job's meter.
-Each ends with ``docker-compose down -v``, whatever happened. Standard library only: runs with any python3.
+Each starts by removing what an interrupted earlier run of the project left, and ends with
+``docker-compose down -v``, whatever happened. Standard library only: runs with any python3.
 
     COMPOSE_PROJECT_NAME=blackvipci python3 docker/stack_checks.py [--steps 20] [--only up|scale]
 """
@@ -64,28 +65,39 @@ def compose(files: tuple[str, ...], *args: str, env: dict[str, str], capture: bo
     return done.stdout if capture else ""
 
 
+def bring_down(files: tuple[str, ...], env: dict[str, str]) -> None:
+    """``docker-compose down -v --remove-orphans`` with every profile: the project's containers, its network
+    and its named volumes, whatever file set started them."""
+    profiles = ["--profile", "jobs", "--profile", "monitoring"]
+    down = ["down", "-v", "--remove-orphans"]
+    command = ["docker-compose", *[f"-f{name}" for name in files], *profiles, *down]
+    subprocess.run(command, cwd=ROOT, env={**os.environ, **env}, check=False)
+
+
+def leftovers() -> list[str]:
+    """The names of containers an earlier, interrupted run of this project left (``restart: unless-stopped``
+    brings them back with the engine, holding the published ports and the old ledger)."""
+    project = os.environ.get("COMPOSE_PROJECT_NAME", ROOT.name)
+    label = f"label=com.docker.compose.project={project}"
+    listed = subprocess.run(
+        ["docker", "ps", "-a", "--format", "{{.Names}}", "--filter", label], capture_output=True, text=True
+    )
+    return listed.stdout.split()
+
+
 @contextmanager
 def stack(files: tuple[str, ...], env: dict[str, str]) -> Iterator[None]:
+    left = leftovers()
+    if left:
+        log(f"removing what an earlier run left: {' '.join(sorted(left))}")
+        bring_down(SCALE, env)  # the scale file's services and volumes are a superset of the base file's
+        if leftovers():
+            raise SystemExit(f"could not remove the earlier run's containers: {' '.join(leftovers())}")
     try:
         yield
     finally:
         if os.environ.get("BLACKVIP_KEEP_STACK") != "1":
-            subprocess.run(
-                [
-                    "docker-compose",
-                    *[f"-f{name}" for name in files],
-                    "--profile",
-                    "jobs",
-                    "--profile",
-                    "monitoring",
-                    "down",
-                    "-v",
-                    "--remove-orphans",
-                ],
-                cwd=ROOT,
-                env={**os.environ, **env},
-                check=False,
-            )
+            bring_down(files, env)
 
 
 def wait_for(what: str, ready: Callable[[], Any], timeout_s: float) -> Any:
