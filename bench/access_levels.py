@@ -24,18 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from access_levels_report import LEVELS_ORDER, write_report
-from query_efficiency import record_ledger, run_length
+from query_efficiency import run_jobs, run_length
 
-from client.local_server import local_server
 from client.training.config import TrainConfig, build_config
-from client.training.grid import GridJob, InProcessExecutor, run_grid
+from client.training.grid import GridJob
 from client.training.plan import images_per_step
 from client.training.rundir import RunDir
 from digits.tasks import write_task_folder
 
 __all__ = ["LEVELS", "job_config", "main", "plan"]
 
-log = logging.getLogger("access_levels")
 
 BUDGETS = (64_000, 160_000, 640_000, 1_280_000)  # training images
 METHODS = ("blackvip", "vp-spsa")
@@ -95,23 +93,13 @@ def job_config(args: argparse.Namespace, url: str, job: GridJob) -> TrainConfig:
     return config.model_copy(update=run_length(args.budgets, images_per_step(config), job.label))
 
 
-def run_all(args: argparse.Namespace) -> None:
-    jobs = plan(args)
-    keys = ",".join(job_key(job) for job in jobs)
-    with local_server(args.workdir, "--api-keys", keys) as url:
-        failed = run_grid(jobs, InProcessExecutor(partial(job_config, args, url)))
-        record_ledger(url, jobs, job_key)
-    if failed:
-        log.warning("%d jobs failed: %s", len(failed), ", ".join(job.name for job in failed))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args.workdir.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        run_all(args)
+        run_jobs(args.workdir, plan(args), partial(job_config, args), job_key)
     print(write_report(args.workdir, args.methods, sorted(args.budgets), args.note, args.out))
     return 0
 

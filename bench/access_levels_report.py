@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from query_efficiency_report import VariantRuns, images_to_reach, load_runs, mean_std_pct
+from query_efficiency_report import VariantRuns, draw_mean_band, images_to_reach, load_runs, mean_std_pct
 
 __all__ = ["LEVELS_ORDER", "render", "write_report"]
 
@@ -109,17 +109,8 @@ def plot(task: str, methods: Sequence[str], runs: dict[str, VariantRuns], path: 
     figure, axes = plt.subplots(1, len(shown), figsize=(6 * len(shown), 4.2), squeeze=False)
     for panel, method in zip(axes[0], shown, strict=True):
         for colour, level in enumerate(LEVELS_ORDER):
-            variant = runs.get(f"{method}-{level}")
-            if variant is None:
-                continue
-            points = variant.common_points("test")
-            values = [variant.at("test", p) or [0.0] for p in points]
-            means = [statistics.mean(v) for v in values]
-            spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
-            panel.plot(points, means, marker="o", markersize=3, color=f"C{colour}", label=level)
-            low = [m - s for m, s in zip(means, spread, strict=True)]
-            high = [m + s for m, s in zip(means, spread, strict=True)]
-            panel.fill_between(points, low, high, color=f"C{colour}", alpha=0.15)
+            if (variant := runs.get(f"{method}-{level}")) is not None:
+                draw_mean_band(panel, variant, f"C{colour}", level)
         panel.set(xlabel="training images queried", ylabel="test accuracy", title=f"{task}: {method}")
         panel.legend(fontsize=8, title="access level")
     figure.tight_layout()

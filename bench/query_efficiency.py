@@ -10,7 +10,9 @@ Each job runs to the largest budget and evaluates val and test every time its tr
 multiple of the budgets' greatest common step, so one run gives its accuracy at every budget. Each job
 queries under an API key of its own, so the server's ledger tells what it spent (``ledger.json`` in the
 job's folder, read after the grid). Finished jobs are reused and a stopped one resumes, so an interrupted
-run continues; a finished job is not lengthened by a later, larger budget. The report
+run continues; a finished job is not lengthened by a later, larger budget unless ``--lengthen`` is given
+(then it resumes from its final checkpoint: the optimisers' schedules do not depend on the run's length,
+and a resume is bit-identical to a straight run, so it ends as a job run to that budget would). The report
 (bench/query_efficiency_report.py) covers every variant with a finished job in the work folder.
 """
 
@@ -37,7 +39,7 @@ from client.training.plan import images_per_step, steps_for_images
 from client.training.rundir import RunDir
 from digits.tasks import write_task_folder
 
-__all__ = ["BUDGETS", "VARIANTS", "Variant", "job_config", "main", "plan"]
+__all__ = ["BUDGETS", "VARIANTS", "Variant", "job_config", "main", "plan", "run_jobs"]
 
 log = logging.getLogger("query_efficiency")
 
@@ -141,6 +143,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--note", default="", help="a paragraph to put above the report's tables")
     parser.add_argument("--report-only", action="store_true", help="tabulate finished jobs, run nothing")
+    parser.add_argument(
+        "--lengthen",
+        action="store_true",
+        help="resume finished jobs that stopped short of the largest budget (their summary kept aside)",
+    )
     return parser.parse_args(argv)
 
 
@@ -210,15 +217,40 @@ def record_ledger(url: str, jobs: Sequence[GridJob], key: Callable[[GridJob], st
         (job.out.path / "ledger.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
-def run_all(args: argparse.Namespace) -> None:
-    jobs = plan(args)
-    keys = ",".join(job_key(job) for job in jobs)
-    weights = ["--checkpoint", str(args.checkpoint)] if args.checkpoint else []
-    with local_server(args.workdir, "--api-keys", keys, *weights) as url:
-        failed = run_grid(jobs, InProcessExecutor(partial(job_config, args, url)))
-        record_ledger(url, jobs)
+def run_jobs(
+    workdir: Path,
+    jobs: Sequence[GridJob],
+    config_for: Callable[[str, GridJob], TrainConfig],
+    key: Callable[[GridJob], str],
+    server_flags: Sequence[str] = (),
+) -> None:
+    """``jobs`` through a toy-digits server started in ``workdir`` with a key per job (``key``), each
+    configured by ``config_for(url, job)``; then each finished job's ledger record (:func:`record_ledger`)."""
+    keys = ",".join(key(job) for job in jobs)
+    with local_server(workdir, "--api-keys", keys, *server_flags) as url:
+        failed = run_grid(jobs, InProcessExecutor(partial(config_for, url)))
+        record_ledger(url, jobs, key)
     if failed:
         log.warning("%d jobs failed: %s", len(failed), ", ".join(job.name for job in failed))
+
+
+def reopen_short(jobs: Sequence[GridJob], budget: int) -> list[GridJob]:
+    """The finished jobs that stopped short of ``budget`` training images, reopened: each one's summary moved
+    to ``summary-<images>.json`` beside it, so the grid resumes it from its final checkpoint."""
+    reopened = []
+    for job, summary in finished_summaries(jobs).items():
+        if summary.train.images < budget:
+            job.out.summary.rename(job.out.path / f"summary-{summary.train.images}.json")
+            reopened.append(job)
+    return reopened
+
+
+def run_all(args: argparse.Namespace) -> None:
+    jobs = plan(args)
+    if args.lengthen and (reopened := reopen_short(jobs, max(args.budgets))):
+        log.info("lengthening %d finished jobs to %d images", len(reopened), max(args.budgets))
+    weights = ["--checkpoint", str(args.checkpoint)] if args.checkpoint else []
+    run_jobs(args.workdir, jobs, partial(job_config, args), job_key, weights)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -239,6 +239,19 @@ def render(inputs: ReportInputs) -> tuple[str, dict[str, dict[str, VariantRuns]]
     return "\n".join(lines), everything, leaders
 
 
+def draw_mean_band(axes: Any, variant: VariantRuns, colour: str, label: str) -> None:
+    """``variant``'s test accuracy against training images on ``axes``: the mean over its seeds as a line,
+    mean ± std as a band around it."""
+    points = variant.common_points("test")
+    values = [variant.at("test", p) or [0.0] for p in points]
+    means = [statistics.mean(v) for v in values]
+    spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+    axes.plot(points, means, marker="o", markersize=3, color=colour, label=label)
+    low = [m - s for m, s in zip(means, spread, strict=True)]
+    high = [m + s for m, s in zip(means, spread, strict=True)]
+    axes.fill_between(points, low, high, color=colour, alpha=0.15)
+
+
 def plot(task: str, runs: dict[str, VariantRuns], leaders: list[str], path: Path) -> None:
     """Test accuracy against training images: the seed and the leaders on val, mean ± std over seeds."""
     import matplotlib
@@ -248,14 +261,7 @@ def plot(task: str, runs: dict[str, VariantRuns], leaders: list[str], path: Path
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for colour, name in enumerate(n for n in ["seed", *leaders[:LEADERS]] if n in runs):
-        variant = runs[name]
-        points = variant.common_points("test")
-        means = [statistics.mean(variant.at("test", p) or [0.0]) for p in points]
-        spread = [statistics.stdev(v) if len(v := variant.at("test", p) or []) > 1 else 0.0 for p in points]
-        axes.plot(points, means, marker="o", markersize=3, color=f"C{colour}", label=name)
-        low = [m - s for m, s in zip(means, spread, strict=True)]
-        high = [m + s for m, s in zip(means, spread, strict=True)]
-        axes.fill_between(points, low, high, color=f"C{colour}", alpha=0.15)
+        draw_mean_band(axes, runs[name], f"C{colour}", name)
     if "zeroshot" in runs and (zero := runs["zeroshot"].at("test", 0)):
         axes.axhline(statistics.mean(zero), color="grey", linestyle="--", label="zero-shot")
     target, _ = _target(runs.get("seed"))

@@ -1,10 +1,13 @@
 """Helpers shared by the server and end-to-end tests: settings for the tiny real model, a free
-loopback port, a real server subprocess, random image batches, a parsed metrics scrape, and a run's
-TensorBoard points."""
+loopback port, a real server subprocess (alone or with keys, and a training job against it), random image
+batches, a parsed metrics scrape, and a run's TensorBoard points."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,10 +23,12 @@ __all__ = [
     "Scrape",
     "ServerProcess",
     "free_port",
+    "keyed_tiny_server",
     "make_image_folder",
     "random_images",
     "read_scalars",
     "tiny_argv",
+    "train_with_key",
 ]
 
 KEYS = ("key-alice", "key-bob")
@@ -32,6 +37,33 @@ IMAGE_SIZE = 32  # tiny-vit's input
 
 def tiny_argv(ledger: Path | str, *extra: str) -> list[str]:
     return ["--model", "tiny-vit", "--random-init", "--ledger", str(ledger), "--device", "cpu", *extra]
+
+
+@contextmanager
+def keyed_tiny_server(folder: Path, keys: Iterable[str]) -> Iterator[ServerProcess]:
+    """A tiny-vit server subprocess on a free loopback port that accepts ``keys``, its ledger and log in
+    ``folder``; stopped on exit."""
+    argv = tiny_argv(folder / "ledger.sqlite3", "--api-keys", ",".join(keys))
+    process = ServerProcess(argv, log_path=folder / "server.log").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def train_with_key(
+    server: ServerProcess, data: Path, out: Path, key: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``blackvip train`` (4 shots) on ``data`` into ``out`` against ``server`` under ``key``, as a user runs
+    it: a subprocess, the key in ``BLACKVIP_API_KEY``."""
+    argv = ["train", "--url", server.url, "--data", str(data), "--out", str(out), "--shots", "4", *args]
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "BLACKVIP_API_KEY": key},
+    )
 
 
 def random_images(n: int, dtype: str, seed: int = 0, size: int = IMAGE_SIZE) -> np.ndarray:

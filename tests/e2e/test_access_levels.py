@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from client import BlackVIPClient
-from tests.helpers import ServerProcess, make_image_folder, tiny_argv
+from tests.helpers import ServerProcess, keyed_tiny_server, make_image_folder, train_with_key
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {
@@ -34,24 +34,14 @@ LEVEL_FLAGS = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("server")
-    argv = tiny_argv(folder / "ledger.sqlite3", "--api-keys", ",".join(KEYS.values()))
-    process = ServerProcess(argv, log_path=folder / "server.log").start()
-    yield process
-    process.stop()
+    with keyed_tiny_server(tmp_path_factory.mktemp("server"), KEYS.values()) as process:
+        yield process
 
 
 def _train(
     server: ServerProcess, data: Path, out: Path, key: str, *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    argv = ["train", "--url", server.url, "--data", str(data), "--out", str(out), "--shots", "4"]
-    return subprocess.run(
-        [sys.executable, "-m", "client.cli", *argv, "--batch-size", "6", "--steps", "2", *extra],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "BLACKVIP_API_KEY": key},
-    )
+    return train_with_key(server, data, out, key, "--batch-size", "6", "--steps", "2", *extra)
 
 
 @pytest.mark.parametrize("level", list(LEVEL_FLAGS))

@@ -5,9 +5,6 @@ straight one."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ import torch
 
 from client import BlackVIPClient
 from client.training.rundir import RunDir
-from tests.helpers import ServerProcess, make_image_folder, tiny_argv
+from tests.helpers import ServerProcess, keyed_tiny_server, make_image_folder, train_with_key
 
 KEYS = {"straight": "k-es-straight", "resumed": "k-es-resumed"}
 BATCH, POPSIZE = 6, 4
@@ -24,22 +21,12 @@ ES = ("--optimizer", "cma-es", "--es-dim", "20", "--es-popsize", str(POPSIZE), "
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("server")
-    argv = tiny_argv(folder / "ledger.sqlite3", "--api-keys", ",".join(KEYS.values()))
-    process = ServerProcess(argv, log_path=folder / "server.log").start()
-    yield process
-    process.stop()
+    with keyed_tiny_server(tmp_path_factory.mktemp("server"), KEYS.values()) as process:
+        yield process
 
 
 def train(server: ServerProcess, data: Path, out: Path, key: str, *extra: str) -> dict:
-    argv = ["train", "--url", server.url, "--data", str(data), "--out", str(out), "--shots", "4"]
-    done = subprocess.run(
-        [sys.executable, "-m", "client.cli", *argv, "--batch-size", str(BATCH), *ES, *extra],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "BLACKVIP_API_KEY": key},
-    )
+    done = train_with_key(server, data, out, key, "--batch-size", str(BATCH), *ES, *extra)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 

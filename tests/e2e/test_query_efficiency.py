@@ -75,3 +75,31 @@ def test_variants_run_through_the_server_and_the_ledger_counts_each_job(tmp_path
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 to run" in again.stderr
     assert (runs["seed", 1].path / "ledger.json").read_text() == ledger_before  # nothing charged again
+
+
+def test_lengthen_resumes_finished_jobs_to_the_larger_budget_as_a_straight_run_ends(tmp_path: Path) -> None:
+    grid = ("--variants", "seed", "--seeds", "1")
+    short, straight = tmp_path / "short", tmp_path / "straight"
+    assert _bench(short, tmp_path / "s.md", *grid, "--budgets", BUDGETS[0]).returncode == 0
+    assert _bench(straight, tmp_path / "t.md", *grid, "--budgets", *BUDGETS).returncode == 0
+    run, reference = (RunDir(root / "loc-digits-1x1" / "seed" / "seed1") for root in (short, straight))
+
+    unchanged = _bench(short, tmp_path / "s.md", *grid, "--budgets", *BUDGETS)  # without --lengthen
+    assert unchanged.returncode == 0 and "0 to run" in unchanged.stderr
+    assert run.read_summary().train.images == 2560
+
+    longer = _bench(short, tmp_path / "s.md", *grid, "--budgets", *BUDGETS, "--lengthen")
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert "lengthening 1 finished jobs to 5120 images" in longer.stderr
+    assert run.read_summary(run.path / "summary-2560.json").steps == 2  # kept aside
+    summary = run.read_summary()
+    assert (summary.steps, summary.train.images) == (4, 5120)
+    ledger = json.loads((run.path / "ledger.json").read_text())
+    assert ledger["by_endpoint"]["loss"]["images"] == 5120  # charged once for each image, resume included
+
+    def trajectory(r: RunDir) -> tuple[list, list]:
+        losses = [(m["step"], m["loss"]) for m in r.metric_lines()]
+        evals = [(e["split"], e["train_images"], e["accuracy"], e["loss"]) for e in r.eval_lines()]
+        return losses, evals
+
+    assert trajectory(run) == trajectory(reference)  # bit-identical to the job run to 5,120 at once
