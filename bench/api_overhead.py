@@ -25,8 +25,8 @@ import numpy as np
 
 from client import BlackVIPClient
 from client.local_server import LocalServer
+from server.flags import parse_args as parse_server_args
 from server.serving.clip_model import ClipBackend
-from server.settings import parse_args as parse_server_args
 
 log = logging.getLogger("bench.api_overhead")
 

@@ -142,8 +142,8 @@ class InProcessLoss:
     """The SDK's ``loss``, answered by the server's model in this process (no HTTP, no ledger)."""
 
     def __init__(self, class_names: list[str], templates: list[str]) -> None:
+        from server.flags import parse_args as server_args
         from server.serving.clip_model import ClipBackend
-        from server.settings import parse_args as server_args
 
         self.backend = ClipBackend.load(server_args([], env={}))  # the shipped toy-digits, as served
         self.text = self.backend.encode_texts([n.replace("_", " ") for n in class_names], templates)

@@ -27,8 +27,8 @@ from vp_inprocess import InProcessClip, SpsaSettings, VpResult, train_spsa, trai
 
 from digits.sources import NUMBER_WORDS
 from digits.tasks import build_split
+from server.flags import parse_args
 from server.serving.clip_model import ClipBackend
-from server.settings import parse_args
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from server.settings import ServerSettings, parse_args
+from server.flags import parse_args
+from server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from server.api.app import create_app

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import cast
 
 from server.admin import ADMIN_COMMANDS, admin_main
-from server.settings import ServerSettings, SettingsError, parse_args
+from server.flags import parse_args
+from server.settings import ServerSettings, SettingsError
 
 __all__ = ["main", "serve"]
 

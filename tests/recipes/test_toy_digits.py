@@ -10,8 +10,9 @@ import torch
 
 from digits.sources import NUMBER_WORDS
 from digits.tasks import build_split
+from server.flags import parse_args
 from server.serving.clip_model import ClipBackend
-from server.settings import parse_args, shipped_weights
+from server.settings import shipped_weights
 
 # Measured on the shipped checkpoint through the server: 0.982 (digits) and 0.946 (mnist-digits) on these
 # splits (1,000 images each); the floors leave room for CPU-to-CPU float differences, not for a different

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from server.flags import parse_args
 from server.ledger import Ledger, LedgerUnavailableError
-from server.settings import ServerSettings, SettingsError, hash_api_key, ledger_label, parse_args
+from server.settings import ServerSettings, SettingsError, hash_api_key, ledger_label
 
 
 def test_flags_override_env_and_env_overrides_defaults() -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from server.flags import parse_args
 from server.serving.clip_model import ClipBackend, ModelLoadError
-from server.settings import parse_args
 from tests.helpers import random_images
 
 
