@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from query_efficiency_report import ReportInputs, write_report
+from query_efficiency_rule import render_rule
 
 from client import BlackVIPClient
 from client.local_server import local_server
@@ -263,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     budgets = sorted({*BUDGETS, *args.budgets})
     notes = {name: variant.note for name, variant in VARIANTS.items()}
     inputs = ReportInputs(args.workdir, list(VARIANTS), notes, budgets, args.note)
-    table = write_report(inputs, args.out)
+    table = write_report(inputs, args.out, [render_rule])
     print(table)
     return 0
 

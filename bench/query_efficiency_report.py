@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from client.training.config import ES_OPTIMIZERS, HYBRID, TrainConfig
 from client.training.plan import evaluations_per_step, phases
@@ -62,6 +62,9 @@ class VariantRuns:
     def common_points(self, split: str) -> list[int]:
         shared = set.intersection(*({images for s, images in curve if s == split} for curve in self.curves))
         return sorted(shared)
+
+
+Section: TypeAlias = "Callable[[dict[str, dict[str, VariantRuns]]], str]"  # every task's runs -> markdown
 
 
 def load_runs(task_dir: Path, name: str) -> VariantRuns | None:
@@ -125,7 +128,7 @@ def _es_settings(config: dict[str, Any]) -> str:
 def _forwards(config: TrainConfig) -> str:
     """Forwards per step; a hybrid's in each phase."""
     counts = [str(forwards) for _, forwards in phases(config, config.es_steps + 1)]
-    return " then ".join(counts) if config.optimizer == HYBRID else str(evaluations_per_step(config))
+    return " then ".join(counts) if config.strategy == HYBRID else str(evaluations_per_step(config))
 
 
 def _settings(config: dict[str, Any]) -> str:
@@ -277,9 +280,11 @@ def plot(task: str, runs: dict[str, VariantRuns], leaders: list[str], path: Path
     plt.close(figure)
 
 
-def write_report(inputs: ReportInputs, out: Path) -> str:
-    """``out`` (markdown) and, per task, a plot beside it (``out``'s stem + ``-<task>.png``)."""
+def write_report(inputs: ReportInputs, out: Path, sections: Sequence[Section] = ()) -> str:
+    """``out`` (markdown) and, per task, a plot beside it (``out``'s stem + ``-<task>.png``); ``sections``
+    render more from every task's runs, after the tasks' tables."""
     table, everything, leaders = render(inputs)
+    table += "".join(f"{text}\n" for section in sections if (text := section(everything)))
     if inputs.preface:
         table = f"{inputs.preface}\n\n{table}"
     out.parent.mkdir(parents=True, exist_ok=True)

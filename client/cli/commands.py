@@ -99,7 +99,8 @@ def add_demo_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compare",
         action="store_true",
-        help="also BlackVIP with the named optimiser, on as many training images as the seed's SPSA-GC",
+        help="also BlackVIP with each named optimiser (spsa-gc-q1, cma-es-d500), on as many training images "
+        "as the seed's SPSA-GC",
     )
 
 

@@ -3,7 +3,7 @@ through a real server.
 
 Starts ``blackvip-server`` on the small CLIP made here (unless ``--url`` names one), writes the task's
 image folders, runs the jobs, prints a table and plots test accuracy against training images queried.
-With ``--compare`` BlackVIP also runs with the named optimiser ``COMPARED`` beside the seed's SPSA-GC,
+With ``--compare`` BlackVIP also runs with each named optimiser of ``COMPARED`` beside the seed's SPSA-GC,
 on as many training images and evaluated at the same training images.
 """
 
@@ -26,7 +26,8 @@ __all__ = ["COMPARED", "demo_configs", "equal_image_length", "render_table", "ru
 
 log = logging.getLogger(__name__)
 
-COMPARED = "spsa-gc-q1"  # the named optimiser --compare runs (bench/results/query_efficiency.md)
+# the named optimisers --compare runs (bench/results/query_efficiency.md, query_efficiency_es.md)
+COMPARED = ("spsa-gc-q1", "cma-es-d500")
 
 
 def run_demo(args: argparse.Namespace) -> Path:
@@ -51,20 +52,22 @@ def run_demo(args: argparse.Namespace) -> Path:
 
 def demo_configs(args: argparse.Namespace, url: str, data: Path, run_root: Path) -> dict[str, TrainConfig]:
     """The jobs by their label: zero-shot, BlackVIP with the seed's SPSA-GC for ``--steps``, and with
-    ``--compare`` BlackVIP with ``COMPARED`` for as many training images (its steps and evaluation
+    ``--compare`` BlackVIP with each of ``COMPARED`` for as many training images (its steps and evaluation
     interval scaled by the images a step of each takes)."""
     jobs = {"zeroshot": {"method": "zeroshot"}, "blackvip": {"method": "blackvip"}}
-    if args.compare:
-        jobs[f"blackvip-{COMPARED}"] = {"method": "blackvip", "optimizer": COMPARED}
+    for name in COMPARED if args.compare else ():
+        jobs[f"blackvip-{name}"] = {"method": "blackvip", "optimizer": name}
     common = {"url": url, "api_key": args.api_key, "dataset": args.task, "data": data, "seed": args.seed}
     length = {"steps": args.steps, "eval_every": args.eval_every}
     configs = {
         label: build_config({**common, **settings, **length, "out": run_root / label})
         for label, settings in jobs.items()
     }
-    if args.compare:
-        reference, compared = configs["blackvip"], configs[f"blackvip-{COMPARED}"]
-        configs[f"blackvip-{COMPARED}"] = compared.model_copy(update=equal_image_length(reference, compared))
+    for name in COMPARED if args.compare else ():
+        compared = configs[f"blackvip-{name}"]
+        configs[f"blackvip-{name}"] = compared.model_copy(
+            update=equal_image_length(configs["blackvip"], compared)
+        )
     return configs
 
 
@@ -117,8 +120,9 @@ def _plot(results: dict[str, JobResult], path: Path, task: str) -> Path:
         if label == "zeroshot":
             continue
         curve = [p for p in result.run.eval_lines() if p["split"] == "test"]
-        name = "BlackVIP (SPSA-GC)" if label == "blackvip" else f"BlackVIP ({COMPARED})"
-        axes.plot([p["train_images"] for p in curve], [p["accuracy"] for p in curve], marker="o", label=name)
+        optimizer = "SPSA-GC" if label == "blackvip" else label.removeprefix("blackvip-")
+        images, accuracy = [p["train_images"] for p in curve], [p["accuracy"] for p in curve]
+        axes.plot(images, accuracy, marker="o", label=f"BlackVIP ({optimizer})")
     axes.axhline(zero, color="grey", linestyle="--", label=f"zero-shot ({zero:.3f})")
     axes.set(xlabel="training images queried", ylabel="test accuracy", title=f"{task} through the API")
     axes.legend()

@@ -28,6 +28,7 @@ __all__ = [
     "batches_per_epoch",
     "build_config",
     "dataset_presets",
+    "base_optimizer",
     "optimizer_rule",
     "preset_values",
 ]
@@ -110,7 +111,15 @@ class TrainConfig(BaseModel):
     # or an evolution strategy (client/training/es.py): cma-es in a random --es-dim subspace, sep-cma-es
     # (diagonal) over every value, cma-es-spsa-gc: cma-es for --es-steps steps, then spsa-gc
     optimizer: Literal[
-        "spsa-gc", "spsa", "spsa-adam", "spsa-sign", "spsa-gc-q1", "cma-es", "sep-cma-es", "cma-es-spsa-gc"
+        "spsa-gc",
+        "spsa",
+        "spsa-adam",
+        "spsa-sign",
+        "spsa-gc-q1",
+        "cma-es",
+        "sep-cma-es",
+        "cma-es-spsa-gc",
+        "cma-es-d500",
     ] = "spsa-gc"
     beta2: float = Field(0.999, ge=0, lt=1)  # spsa-adam's second-moment decay
     # clip the norm of g: "zip" at sqrt(values trained), ZIP's rule; "fixed" at --clip-threshold
@@ -186,16 +195,21 @@ class TrainConfig(BaseModel):
             )
         return self
 
+    @property
+    def strategy(self) -> str:
+        """What ``optimizer`` runs: a step rule or an evolution strategy (a named optimiser's ``rule``)."""
+        return base_optimizer(self.optimizer)
+
     def _es_consistent(self) -> None:
-        if self.optimizer in ES_OPTIMIZERS and self.method not in SPSA_METHODS:
+        if self.strategy in ES_OPTIMIZERS and self.method not in SPSA_METHODS:
             raise ValueError(
                 f"--optimizer {self.optimizer} trains {' and '.join(SPSA_METHODS)}, not {self.method}"
             )
-        if self.optimizer in ES_OPTIMIZERS and self.subspace_dim:
+        if self.strategy in ES_OPTIMIZERS and self.subspace_dim:
             raise ValueError(
                 f"--optimizer {self.optimizer} has its own subspace (--es-dim): drop --subspace-dim"
             )
-        if (self.optimizer == HYBRID) != (self.es_steps > 0):
+        if (self.strategy == HYBRID) != (self.es_steps > 0):
             raise ValueError(f"--es-steps goes with --optimizer {HYBRID}, and {HYBRID} needs it (>= 1)")
 
     def access(self) -> Access:
@@ -268,22 +282,27 @@ def _named_optimizer(presets: dict[str, Any], optimizer: str, method: str) -> di
     if entry is None:
         return {}  # not a name of ours: the settings' validation names the choices
     if method not in entry:
-        measured = ", ".join(k for k in entry if k in METHODS)
+        measured = ", ".join(k for k in entry if k in METHODS)  # "results": where they were measured
         raise ConfigError(
-            f"--optimizer {optimizer} has settings for {measured} only (bench/results/query_efficiency.md); "
+            f"--optimizer {optimizer} has settings for {measured} only ({entry['results']}); "
             f"for {method} choose a step rule: {', '.join(RULES)}"
         )
     return dict(entry[method])
 
 
-def optimizer_rule(optimizer: str) -> str:
-    """The step rule an ``--optimizer`` stands on: itself, or a named optimiser's ``rule``; the evolution
-    strategies' SPSA phase (the hybrid's) is SPSA-GC."""
-    if optimizer in RULES:
+def base_optimizer(optimizer: str) -> str:
+    """What an ``--optimizer`` runs: itself (a step rule or an evolution strategy), or a named optimiser's
+    ``rule``."""
+    if optimizer in RULES or optimizer in ES_OPTIMIZERS:
         return optimizer
-    if optimizer in ES_OPTIMIZERS:
-        return "spsa-gc"
     return str(_load_presets()["optimizers"][optimizer]["rule"])
+
+
+def optimizer_rule(optimizer: str) -> str:
+    """The step rule an ``--optimizer``'s SPSA stands on: :func:`base_optimizer`'s, or SPSA-GC for the
+    evolution strategies (the hybrid's SPSA phase)."""
+    base = base_optimizer(optimizer)
+    return "spsa-gc" if base in ES_OPTIMIZERS else base
 
 
 def build_config(cli: dict[str, Any], config_file: Path | None = None) -> TrainConfig:

@@ -74,16 +74,16 @@ def build_method(config: TrainConfig, info: InfoResponse, total_steps: int) -> M
 
 def build_zo(config: TrainConfig) -> Optimizer:
     """BlackVIP's and VP's optimiser: SPSA (:func:`build_spsa`) or an evolution strategy."""
-    if config.optimizer not in ES_OPTIMIZERS:
+    if config.strategy not in ES_OPTIMIZERS:
         return build_spsa(config)
     es = CMAES(
         popsize=config.es_popsize,
         r0=config.es_r0,
         seed=config.seed + ES_SEED_OFFSET,
-        dim=None if config.optimizer == "sep-cma-es" else config.es_dim,
+        dim=None if config.strategy == "sep-cma-es" else config.es_dim,
         projection_seed=config.seed + PROJECTION_SEED_OFFSET,
     )
-    return ESThenSPSA(es, build_spsa(config), config.es_steps) if config.optimizer == HYBRID else es
+    return ESThenSPSA(es, build_spsa(config), config.es_steps) if config.strategy == HYBRID else es
 
 
 def build_spsa(config: TrainConfig) -> SPSA:

@@ -121,7 +121,7 @@ def images_per_request(
 def evaluations_per_step(config: TrainConfig) -> int:
     """Forwards per (first) step: SPSA 2q (BlackVIP, VP), an evolution strategy lambda (the hybrid: in its
     ES phase), RGF q + 1 (BAR), none for zero-shot."""
-    if config.method in SPSA_METHODS and config.optimizer in ES_OPTIMIZERS:
+    if config.method in SPSA_METHODS and config.strategy in ES_OPTIMIZERS:
         return config.es_popsize
     return {"blackvip": 2 * config.q, "vp-spsa": 2 * config.q, "bar": config.q + 1}.get(config.method, 0)
 
@@ -134,7 +134,7 @@ def images_per_step(config: TrainConfig) -> int:
 def phases(config: TrainConfig, steps: int) -> list[tuple[int, int]]:
     """(steps, forwards per step) of each stretch of a ``steps``-step run: one, or the hybrid's ES
     generations (lambda forwards) then its SPSA-GC steps (2q)."""
-    if config.method in SPSA_METHODS and config.optimizer == HYBRID:
+    if config.method in SPSA_METHODS and config.strategy == HYBRID:
         es = min(steps, config.es_steps)
         return [(es, config.es_popsize), (steps - es, 2 * config.q)]
     return [(steps, evaluations_per_step(config))]
