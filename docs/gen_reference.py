@@ -4,8 +4,8 @@
   ``server.api.app.create_app`` on the tiny model's settings. The model loads in the app's lifespan, which
   never starts here, so no weights are read and no ledger is opened.
 - ``reference/cli.md``: every command's ``--help``, from the argparse parsers the commands themselves use.
-- ``benchmarks/*.md``: the tables of ``bench/results/`` with their plots, copied at build time so that the
-  results are written in one place only.
+- ``benchmarks/*.md``: the tables of ``bench/results/`` with their plots, and ``bench/README.md``, copied at
+  build time so that the results are written in one place only.
 
 ``tests/test_docs.py`` imports :func:`parsers` and :func:`route_paths` to check that the hand-written pages
 mention every flag and route; it imports this file without running :func:`main`.
@@ -176,10 +176,12 @@ def benchmark_pages() -> dict[str, str | bytes]:
     index = [
         "# Benchmarks and results",
         "",
-        "The results of the scripts in `bench/` (how to run each: `bench/README.md`), as committed in "
-        "`bench/results/`; these pages are copied from there when the site is built.",
+        "The results of the scripts in `bench/` ([how to run each](running.md), from `bench/README.md`), as "
+        "committed in `bench/results/`; these pages are copied from there when the site is built.",
         "",
     ]
+    guide = (ROOT / "bench" / "README.md").read_text()
+    pages["benchmarks/running.md"] = guide.replace("# Benchmarks", "# Running the benchmarks", 1)
     for source in sorted(RESULTS.glob("*.md")):
         plots = sorted(RESULTS.glob(f"{source.stem}*.png"))
         body = source.read_text().rstrip()
