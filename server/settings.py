@@ -109,7 +109,7 @@ class ServerSettings(BaseModel):
     # uvicorn's line per request; off: /metrics and the ledger count every request, and the line is a
     # write on the event loop per request (bench/results/throughput.md, section d)
     access_log: bool = False
-    metrics: bool = True  # Prometheus text at /metrics, no key (README: Metrics)
+    metrics: bool = True  # Prometheus text at /metrics, no key (docs/server.md: Metrics)
 
     @field_validator("ledger", mode="before")
     @classmethod

@@ -31,10 +31,15 @@ from client.cli.usage import add_usage_flags, show_usage
 from client.training.config import METHODS, NO_FLAG, ConfigError, TrainConfig, build_config, dataset_presets
 from digits import TASK_NAMES, SourceUnavailableError
 
-__all__ = ["main", "parse_args"]
+__all__ = ["build_parser", "main", "parse_args"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every ``blackvip`` command and flag (the docs site renders each command's ``--help`` from it)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("BLACKVIP_URL"), help="server (env BLACKVIP_URL)")
     common.add_argument("--api-key", default=os.environ.get("BLACKVIP_API_KEY"), help="env BLACKVIP_API_KEY")
@@ -61,7 +66,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     evaluate = commands.add_parser("eval", parents=[common], help="evaluate zero-shot or a trained run")
     _add_config_flags(evaluate)
     evaluate.add_argument("--run", type=Path, help="a run folder whose checkpoint to evaluate")
-    return parser.parse_args(argv)
+    return parser
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:

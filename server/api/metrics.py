@@ -3,7 +3,7 @@
 A request is labelled by the template of the route that answered it (``/v1/tasks/{task_id}/loss``),
 never by its raw path: an unknown path is ``unmatched``, and a method outside the standard few is
 ``other``, so a client cannot mint label values. ``/metrics`` needs no API key, as the health check:
-its labels hold no key, task or request ids, only aggregate counts (README: Metrics).
+its labels hold no key, task or request ids, only aggregate counts (docs/server.md: Metrics).
 """
 
 from __future__ import annotations

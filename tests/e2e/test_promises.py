@@ -1,5 +1,6 @@
-"""README promises kept through the command line against a real server: a priced server with a small
-per-request image limit, so that costs and request packing are visible in the counts."""
+"""The docs' promises (docs/, once the README's) kept through the command line against a real server: a
+priced server with a small per-request image limit, so that costs and request packing are visible in the
+counts."""
 
 from __future__ import annotations
 

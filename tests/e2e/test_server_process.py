@@ -132,7 +132,7 @@ def test_server_that_cannot_load_exits_with_a_clear_error(tmp_path, argv, env, m
         text=True,
         timeout=120,
     )
-    assert done.returncode == status  # README: 1 when the model cannot load, 2 for bad settings
+    assert done.returncode == status  # docs/server.md: 1 when the model cannot load, 2 for bad settings
     assert message in done.stderr
 
 

@@ -35,7 +35,7 @@ def test_shipped_checkpoint_is_small_and_is_the_default() -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     weights = state["state_dict"]
     floats = {name: tensor.dtype for name, tensor in weights.items() if tensor.is_floating_point()}
-    assert floats and set(floats.values()) == {torch.float16}  # stored as fp16, as the README says
+    assert floats and set(floats.values()) == {torch.float16}  # stored as fp16, as docs/digits.md says
 
 
 @pytest.mark.parametrize("centred", sorted(ZERO_SHOT_FLOOR))

@@ -59,7 +59,7 @@ def test_a_half_given_rho_pair_is_refused(tmp_path: Path, capsys) -> None:
 
 def test_the_docs_give_the_seeds_pairs() -> None:
     root = Path(__file__).resolve().parents[3]
-    for doc in ("README.md", "docs/reproducing.md"):
+    for doc in ("docs/digits.md", "docs/reproducing.md"):  # the pages that give the commands
         text = (root / doc).read_text()
         assert "--test-rho 0.1" not in text or "--train-rho 0.9 --test-rho 0.1" in text, doc
         assert "--preset biased_mnist_08" in text and "--preset biased_mnist_09" in text, doc

@@ -16,7 +16,7 @@ from client.training.plan import KNOWN_SIZES, Limits, data_size, images_per_requ
 from server.settings import ServerSettings
 from tests.client.data.test_datasets import build_eurosat
 
-# The seed's epochs (docs/configuration.md) and, written out by hand, floor(16 x C / 128) batches.
+# The seed's epochs (the seed's docs/configuration.md) and, written out by hand, floor(16 x C / 128) batches.
 SEED_STEPS = {
     "caltech101": (100, 5000 * 12),
     "oxford_pets": (37, 5000 * 4),
