@@ -19,6 +19,7 @@ from server.api.info import info_response
 from server.api.inputs import parse_json
 from server.api.openapi import json_body, msgpack_answer, msgpack_body
 from server.api.rate_limit import rate_limited
+from server.api.security import KeyScheme
 from server.api.state import AppState
 from server.api.usage import usage_by_period, usage_from_ledger
 from server.errors import APIError, error_responses
@@ -90,17 +91,26 @@ async def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-async def authenticate(
-    request: Request, state: State, authorization: Annotated[str | None, Header()] = None
-) -> str:
-    identity = state.keyring.identify(authorization)
-    request.state.key_id = identity.key_id  # lets the error handler count rejections for the right key
-    if identity.rate_per_s is not None:  # before the body is read: a refused request costs nothing
-        wait_s = state.limiter.take(identity.key_id, identity.rate_per_s)
-        if wait_s > 0:
-            raise rate_limited(identity.rate_per_s, wait_s)
-    return identity.key_id
+class _Authenticate(KeyScheme):
+    """The key check, documented as the bearer scheme on every route that depends on it."""
 
+    async def __call__(
+        self,
+        request: Request,
+        state: State,
+        # the scheme documents the header: not also a field of each route
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> str:
+        identity = state.keyring.identify(authorization)
+        request.state.key_id = identity.key_id  # lets the error handler count rejections for the right key
+        if identity.rate_per_s is not None:  # before the body is read: a refused request costs nothing
+            wait_s = state.limiter.take(identity.key_id, identity.rate_per_s)
+            if wait_s > 0:
+                raise rate_limited(identity.rate_per_s, wait_s)
+        return identity.key_id
+
+
+authenticate = _Authenticate()
 
 KeyId = Annotated[str, Depends(authenticate)]
 
