@@ -104,6 +104,13 @@ def _operation(method: str, path: str, operation: dict[str, Any]) -> list[str]:
         lines += [f"**{operation['summary']}**", ""]
     if operation.get("description"):
         lines += [operation["description"].replace("``", "`"), ""]
+    schemes = [name for requirement in operation.get("security", []) for name in requirement]
+    lines += [
+        f"Auth: the API key, `Authorization: Bearer KEY` ({', '.join(schemes)})."
+        if schemes
+        else "Auth: none.",
+        "",
+    ]
     parameters = operation.get("parameters", [])
     if parameters:
         lines += ["| parameter | in | required | schema |", "|---|---|---|---|"]
